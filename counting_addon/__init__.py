@@ -1,0 +1,20 @@
+"""A mitmproxy addon that counts proxied requests in Redis and answers /status."""
+
+from __future__ import annotations
+
+from counting_addon.counting import CountRequests
+from counting_addon.status import StatusEndpoint
+from counting_addon.streaming import StreamBodies
+
+__all__ = ["CountRequests", "CountingProxy", "StatusEndpoint", "StreamBodies"]
+
+
+class CountingProxy:
+    """The whole addon: status endpoint, request counter and body streaming.
+
+    Order matters: the status endpoint marks its flows before the others skip them.
+    """
+
+    def __init__(self) -> None:
+        counting = CountRequests()
+        self.addons = [StatusEndpoint(counting), counting, StreamBodies()]

@@ -1,0 +1,213 @@
+"""The shared counter in Redis: batched, idempotent writes driven by a background task."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import random
+import time
+import uuid
+from typing import Any
+from urllib.parse import urlsplit, urlunsplit
+
+import redis
+import redis.asyncio
+import redis.asyncio.retry
+import redis.retry
+from redis.backoff import NoBackoff
+
+from counting_addon.ledger import Batch, Ledger
+
+logger = logging.getLogger(__name__)
+
+# Applies a batch only if its sequence number is new for this writer, so resending a batch
+# whose reply was lost cannot count it twice. The writer's key expires: dead processes
+# leave nothing behind.
+APPLY_BATCH = """
+local seq = tonumber(ARGV[1])
+if seq <= tonumber(redis.call('GET', KEYS[2]) or '0') then
+  return 0
+end
+redis.call('INCRBY', KEYS[1], ARGV[2])
+redis.call('SET', KEYS[2], ARGV[1], 'EX', ARGV[3])
+return 1
+"""
+WRITER_KEY_TTL = 7 * 24 * 3600
+CONNECT_TIMEOUT = 1.0
+# Long enough to ride out a Redis that stalls writes for a second, short enough to notice a hang.
+COMMAND_TIMEOUT = 2.5
+BACKOFF_FIRST = 0.05
+BACKOFF_CAP = 5.0
+
+
+class CounterUnavailable(Exception):
+    """The counter can't be read right now; the message says why."""
+
+
+def redact(url: str) -> str:
+    """The URL with any password replaced, fit for logs and error messages."""
+    try:
+        parts = urlsplit(url)
+        if parts.password is None:
+            return url
+        userinfo = f"{parts.username}:***" if parts.username else ":***"
+        host = parts.netloc.rpartition("@")[2]
+        return urlunsplit(parts._replace(netloc=f"{userinfo}@{host}"))
+    except ValueError:
+        return "<unparsable URL>"
+
+
+def client_options(retry: type[redis.retry.Retry | redis.asyncio.retry.Retry]) -> dict[str, Any]:
+    # No client-side retries: redis-py would re-send a command whose reply was lost.
+    return {
+        "retry": retry(NoBackoff(), 0),
+        "retry_on_error": [],
+        "socket_connect_timeout": CONNECT_TIMEOUT,
+        "socket_timeout": COMMAND_TIMEOUT,
+    }
+
+
+def check_url(url: str) -> None:
+    """Raise ValueError, naming no password, if redis-py can't use `url`."""
+    try:
+        redis.connection.parse_url(url)
+    except (ValueError, TypeError) as e:
+        raise ValueError(f"{redact(url)} is not a Redis URL: {e}") from None
+
+
+def _problem(e: BaseException) -> str:
+    if isinstance(e, redis.AuthenticationError | redis.exceptions.NoPermissionError):
+        return f"Redis refused us: {e}"
+    if isinstance(e, redis.ConnectionError | redis.TimeoutError | OSError | TimeoutError):
+        return f"Redis unreachable: {e or type(e).__name__}"
+    return f"Redis error: {e}"
+
+
+class RedisCounter:
+    """Counts in memory and writes them to one Redis key in the background.
+
+    `add` never waits. One task writes what accumulated, one batch at a time, and retries
+    the same batch with backoff until Redis acknowledges it.
+    """
+
+    def __init__(self, url: str, key: str) -> None:
+        self.url = url
+        self.key = key
+        self.ledger = Ledger()
+        self._writer_key = f"{key}:writer:{uuid.uuid4().hex}"
+        self._client: redis.asyncio.Redis = redis.asyncio.Redis.from_url(
+            url, **client_options(redis.asyncio.retry.Retry)
+        )
+        self._apply = self._client.register_script(APPLY_BATCH)
+        self._wake = asyncio.Event()
+        self._progress = asyncio.Event()
+        self._task: asyncio.Task[None] | None = None
+        self.problem: str | None = None
+        self._closed = False
+
+    def add(self) -> None:
+        self.ledger.add()
+        if self._task is None and not self._closed:
+            self._task = asyncio.get_running_loop().create_task(self._write_forever())
+        self._wake.set()
+
+    async def read(self) -> int:
+        """The shared count once this process's counts are written; CounterUnavailable if not.
+
+        Waits as long as Redis is away: callers bound it with a timeout.
+        """
+        mark = self.ledger.counted
+        while not self.ledger.written_through(mark):
+            await self._progress.wait()
+        try:
+            raw = await self._client.get(self.key)
+        except (redis.RedisError, OSError) as e:
+            raise CounterUnavailable(_problem(e)) from None
+        try:
+            return int(raw or 0)
+        except ValueError:
+            raise CounterUnavailable(
+                f"the value under key {self.key!r} is not an integer"
+            ) from None
+
+    def _args(self, batch: Batch) -> tuple[list[str], list[int]]:
+        return [self.key, self._writer_key], [batch.seq, batch.amount, WRITER_KEY_TTL]
+
+    async def _write_forever(self) -> None:
+        failures = 0
+        while True:
+            batch = self.ledger.next_batch()
+            if batch is None:
+                self._wake.clear()
+                await self._wake.wait()
+                continue
+            keys, args = self._args(batch)
+            try:
+                await self._apply(keys, args)
+            except (redis.RedisError, OSError) as e:
+                self._failed(e)
+                failures += 1
+                # Full jitter: processes sharing one Redis don't reconnect in lockstep.
+                cap = min(BACKOFF_CAP, BACKOFF_FIRST * 2**failures)
+                await asyncio.sleep(random.uniform(cap / 2, cap))
+                continue
+            failures = 0
+            self.ledger.ack(batch)
+            self._recovered()
+            self._progress.set()
+            self._progress = asyncio.Event()
+
+    def _failed(self, e: BaseException) -> None:
+        problem = _problem(e)
+        if self.problem is None or problem.split(":")[0] != self.problem.split(":")[0]:
+            logger.warning(
+                f"{problem} ({redact(self.url)}); proxying goes on, "
+                f"counts wait in memory ({self.ledger.unwritten} so far)"
+            )
+        self.problem = problem
+
+    def _recovered(self) -> None:
+        if self.problem is not None:
+            logger.info(f"Redis is back ({redact(self.url)}); writing waiting counts")
+            self.problem = None
+
+    def close(self, timeout: float) -> int:
+        """Stop writing in the background, write what is left within `timeout` seconds.
+
+        Synchronous, as mitmproxy calls `done` synchronously on script reload. Returns the
+        number of counts that could not be written.
+        """
+        self._closed = True
+        if self._task is not None:
+            self._task.cancel()
+        deadline = time.monotonic() + timeout
+        if self.ledger.unwritten:
+            self._flush_blocking(deadline)
+        try:
+            asyncio.get_running_loop().create_task(self._client.aclose())
+        except RuntimeError:  # no loop: nothing was ever connected from one
+            pass
+        return self.ledger.unwritten
+
+    def _flush_blocking(self, deadline: float) -> None:
+        # The cancelled task may have sent its batch already: resending it is safe, the script
+        # applies each sequence number once.
+        with redis.Redis.from_url(self.url, **client_options(redis.retry.Retry)) as client:
+            apply = client.register_script(APPLY_BATCH)
+            while (batch := self.ledger.next_batch()) is not None:
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    return
+                client.connection_pool.connection_kwargs["socket_timeout"] = left
+                client.connection_pool.connection_kwargs["socket_connect_timeout"] = min(
+                    left, CONNECT_TIMEOUT
+                )
+                keys, args = self._args(batch)
+                try:
+                    apply(keys, args)
+                except (redis.RedisError, OSError) as e:
+                    self._failed(e)
+                    client.connection_pool.disconnect()
+                    time.sleep(min(0.1, max(0.0, deadline - time.monotonic())))
+                    continue
+                self.ledger.ack(batch)

@@ -1,0 +1,65 @@
+"""Streams request and response bodies so that memory stays flat whatever their size."""
+
+from __future__ import annotations
+
+from mitmproxy import ctx, exceptions, http
+from mitmproxy.addonmanager import Loader
+from mitmproxy.net.http.http1 import expected_http_body_size
+from mitmproxy.utils import human
+
+from counting_addon.counting import STATUS_FLOW
+
+
+class StreamBodies:
+    """Streams every body that is large or of unknown length; buffers small declared ones.
+
+    Buffered bodies show up in mitmweb, and small messages skip streaming's per-chunk cost.
+    """
+
+    def __init__(self) -> None:
+        self.threshold = 0
+
+    def load(self, loader: Loader) -> None:
+        loader.add_option(
+            "counter_stream_threshold",
+            str,
+            "1m",
+            """
+            Bodies with a declared length up to this size are buffered (and visible in
+            mitmweb); larger bodies and bodies of unknown length are streamed. Bytes, or
+            with a k/m/g suffix. 0 streams everything.
+            """,
+        )
+
+    def configure(self, updated: set[str]) -> None:
+        if "counter_stream_threshold" in updated:
+            try:
+                threshold = human.parse_size(ctx.options.counter_stream_threshold)
+            except ValueError as e:
+                raise exceptions.OptionsError(f"counter_stream_threshold: {e}") from None
+            if threshold is None or threshold < 0:
+                raise exceptions.OptionsError(
+                    "counter_stream_threshold: must be a size of 0 or more, such as 1m"
+                )
+            self.threshold = threshold
+
+    def _should_stream(self, request: http.Request, response: http.Response | None) -> bool:
+        try:
+            size = expected_http_body_size(request, response)
+        except ValueError:
+            # mitmproxy rejects such messages itself; don't get in its way.
+            return False
+        if size == 0:
+            return False
+        return size is None or size < 0 or size > self.threshold
+
+    def requestheaders(self, flow: http.HTTPFlow) -> None:
+        if flow.metadata.get(STATUS_FLOW) or flow.error:
+            return
+        if self._should_stream(flow.request, None):
+            flow.request.stream = True
+
+    def responseheaders(self, flow: http.HTTPFlow) -> None:
+        assert flow.response
+        if self._should_stream(flow.request, flow.response):
+            flow.response.stream = True
