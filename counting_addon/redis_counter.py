@@ -71,6 +71,10 @@ def check_url(url: str) -> None:
     """Raise ValueError, naming no password, if redis-py can't use `url`."""
     try:
         redis.connection.parse_url(url)
+        parts = urlsplit(url)
+        # redis-py silently ignores a database that is not a number.
+        if parts.scheme != "unix" and not parts.path.strip("/").isdigit() and parts.path.strip("/"):
+            raise ValueError(f"database {parts.path.strip('/')!r} is not a number")
     except (ValueError, TypeError) as e:
         raise ValueError(f"{redact(url)} is not a Redis URL: {e}") from None
 

@@ -1,0 +1,266 @@
+"""The addons inside mitmproxy's test harness (taddons, tflow), counting into a real Redis."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import redis
+from mitmproxy import exceptions, http
+from mitmproxy.addons.proxyserver import Proxyserver
+from mitmproxy.flow import Error
+from mitmproxy.proxy.mode_specs import ProxyMode
+from mitmproxy.test import taddons, tflow, tutils
+
+from counting_addon import CountingProxy, CountRequests, StatusEndpoint, StreamBodies
+from tests.conftest import free_port
+
+REVERSE = "reverse:http://127.0.0.1:1"
+
+
+def flow(
+    path: str = "/path",
+    method: str = "GET",
+    mode: str = REVERSE,
+    headers: tuple[tuple[bytes, bytes], ...] = (),
+) -> http.HTTPFlow:
+    f = tflow.tflow(
+        req=tutils.treq(path=path.encode(), method=method.encode(), headers=http.Headers(headers))
+    )
+    f.client_conn.proxy_mode = ProxyMode.parse(mode)
+    return f
+
+
+def parts(proxy: CountingProxy) -> tuple[StatusEndpoint, CountRequests, StreamBodies]:
+    status, counting, streaming = proxy.addons
+    assert isinstance(status, StatusEndpoint)
+    assert isinstance(counting, CountRequests)
+    assert isinstance(streaming, StreamBodies)
+    return status, counting, streaming
+
+
+def all_hooks(proxy: CountingProxy, f: http.HTTPFlow) -> None:
+    for addon in proxy.addons:
+        if hook := getattr(addon, "requestheaders", None):
+            hook(f)
+
+
+class TestOptions:
+    def test_defaults(self, monkeypatch: pytest.MonkeyPatch) -> None:
+        monkeypatch.delenv("REDIS_URL", raising=False)
+        with taddons.context(CountingProxy()) as tctx:
+            assert tctx.options.counter_redis_url == "redis://localhost:6379/0"
+            assert tctx.options.counter_key == "counter"
+            assert tctx.options.counter_status_path == "/status"
+            assert tctx.options.counter_stream_threshold == "1m"
+
+    def test_redis_url_from_environment(self, monkeypatch: pytest.MonkeyPatch) -> None:
+        monkeypatch.setenv("REDIS_URL", "redis://elsewhere:6380/2")
+        with taddons.context(CountingProxy()) as tctx:
+            assert tctx.options.counter_redis_url == "redis://elsewhere:6380/2"
+
+    @pytest.mark.parametrize(
+        ("option", "value"),
+        [
+            ("counter_redis_url", "http://localhost:6379"),
+            ("counter_redis_url", "localhost:6379"),
+            ("counter_redis_url", "redis://localhost:notaport/0"),
+            ("counter_redis_url", "redis://localhost:6379/notadb"),
+            ("counter_key", ""),
+            ("counter_key", "bad\nkey"),
+            ("counter_status_path", "status"),
+            ("counter_status_path", "/status?x=1"),
+            ("counter_status_path", "/sta tus"),
+            ("counter_status_path", ""),
+            ("counter_stream_threshold", "lots"),
+            ("counter_stream_threshold", "-1"),
+            ("counter_stream_threshold", ""),
+        ],
+    )
+    def test_bad_values_name_the_option(self, option: str, value: str) -> None:
+        proxy = CountingProxy()
+        with taddons.context(proxy) as tctx:
+            before = getattr(tctx.options, option)
+            with pytest.raises(exceptions.OptionsError, match=f"^{option}: "):
+                tctx.configure(proxy.addons[0], **{option: value})
+            assert getattr(tctx.options, option) == before  # rolled back
+
+    def test_password_never_in_the_error(self) -> None:
+        proxy = CountingProxy()
+        with taddons.context(proxy) as tctx:
+            with pytest.raises(exceptions.OptionsError) as e:
+                tctx.configure(proxy.addons[1], counter_redis_url="redis://:s3cret@h:port/0")
+            assert "s3cret" not in str(e.value)
+            assert "***" in str(e.value)
+
+    @pytest.mark.parametrize(("size", "expected"), [("0", 0), ("1k", 1024), ("65536", 65536)])
+    def test_threshold_sizes(self, size: str, expected: int) -> None:
+        proxy = CountingProxy()
+        with taddons.context(proxy) as tctx:
+            tctx.configure(proxy.addons[2], counter_stream_threshold=size)
+            assert parts(proxy)[2].threshold == expected
+
+    def test_reverse_mode_connects_lazily(self) -> None:
+        proxy = CountingProxy()
+        with taddons.context(Proxyserver(), proxy) as tctx:
+            tctx.configure(proxy.addons[0], mode=["regular"])
+            assert tctx.options.connection_strategy == "eager"
+            tctx.configure(proxy.addons[0], mode=[REVERSE])
+            assert tctx.options.connection_strategy == "lazy"
+
+
+class TestCounting:
+    async def test_counts_proxied_requests_not_status(
+        self, redis_url: str, redis_client: redis.Redis
+    ) -> None:
+        proxy = CountingProxy()
+        with taddons.context(proxy) as tctx:
+            tctx.configure(proxy.addons[1], counter_redis_url=redis_url)
+            for path in ["/a", "/status", "/status?x", "/statusx", "/status/", "/b"]:
+                all_hooks(proxy, flow(path))
+            counter = parts(proxy)[1].counter
+            assert counter is not None
+            assert counter.ledger.counted == 4
+            assert await counter.read() == 4
+            counter.close(1.0)
+        assert redis_client.get("counter") == b"4"
+
+    async def test_flows_mitmproxy_rejected_are_not_counted(self, redis_url: str) -> None:
+        proxy = CountingProxy()
+        with taddons.context(proxy) as tctx:
+            tctx.configure(proxy.addons[1], counter_redis_url=redis_url)
+            f = flow()
+            f.error = Error("Received an invalid request")  # as check_invalid() does
+            all_hooks(proxy, f)
+            counter = parts(proxy)[1].counter
+            assert counter is not None and counter.ledger.counted == 0
+
+    async def test_status_path_is_proxied_and_counted_outside_reverse_mode(
+        self, redis_url: str
+    ) -> None:
+        proxy = CountingProxy()
+        with taddons.context(proxy) as tctx:
+            tctx.configure(proxy.addons[1], counter_redis_url=redis_url)
+            f = flow("/status", mode="regular")
+            all_hooks(proxy, f)
+            await parts(proxy)[0].request(f)
+            assert f.response is None
+            counter = parts(proxy)[1].counter
+            assert counter is not None and counter.ledger.counted == 1
+
+    async def test_done_writes_pending_counts(
+        self, redis_url: str, redis_client: redis.Redis
+    ) -> None:
+        proxy = CountingProxy()
+        with taddons.context(proxy) as tctx:
+            tctx.configure(proxy.addons[1], counter_redis_url=redis_url)
+            for _ in range(3):
+                all_hooks(proxy, flow())
+            parts(proxy)[1].done()
+        assert redis_client.get("counter") == b"3"
+
+    async def test_changing_the_key_writes_pending_counts_to_the_old_one(
+        self, redis_url: str, redis_client: redis.Redis
+    ) -> None:
+        proxy = CountingProxy()
+        with taddons.context(proxy) as tctx:
+            tctx.configure(proxy.addons[1], counter_redis_url=redis_url)
+            all_hooks(proxy, flow())
+            tctx.configure(proxy.addons[1], counter_key="other")
+            all_hooks(proxy, flow())
+            parts(proxy)[1].done()
+        assert redis_client.mget("counter", "other") == [b"1", b"1"]
+
+
+class TestStatus:
+    async def answer(self, redis_url: str, f: http.HTTPFlow, **options: str) -> http.Response:
+        proxy = CountingProxy()
+        with taddons.context(proxy) as tctx:
+            tctx.configure(proxy.addons[1], counter_redis_url=redis_url, **options)
+            all_hooks(proxy, f)
+            await parts(proxy)[0].request(f)
+            parts(proxy)[1].done()
+        assert f.response is not None
+        return f.response
+
+    async def test_get(self, redis_url: str, redis_client: redis.Redis) -> None:
+        redis_client.set("counter", 41)
+        f = flow("/status?verbose=1")
+        response = await self.answer(redis_url, f)
+        assert response.status_code == 200
+        assert response.headers["content-type"] == "application/json"
+        assert response.headers["cache-control"] == "no-store"
+        body = json.loads(response.content or b"")
+        assert body["counter"] == 41
+        assert isinstance(body["uptime"], int) and body["uptime"] >= 0
+        assert f.marked and f.comment  # visible as the proxy's own answer in mitmweb
+
+    async def test_other_methods(self, redis_url: str) -> None:
+        response = await self.answer(redis_url, flow("/status", method="POST"))
+        assert response.status_code == 405
+        assert response.headers["allow"] == "GET, HEAD"
+
+    async def test_custom_path(self, redis_url: str) -> None:
+        f = flow("/health")
+        assert (await self.answer(redis_url, f, counter_status_path="/health")).status_code == 200
+
+    async def test_redis_unavailable(self, redis_url: str) -> None:
+        f = flow("/status")
+        response = await self.answer(f"redis://127.0.0.1:{free_port()}/0", f)
+        assert response.status_code == 503
+        body = json.loads(response.content or b"")
+        assert set(body) == {"error", "uptime", "pending"}
+
+    async def test_large_or_unknown_body_is_refused_not_buffered(self, redis_url: str) -> None:
+        for headers in [((b"content-length", b"10000000"),), ((b"transfer-encoding", b"chunked"),)]:
+            proxy = CountingProxy()
+            with taddons.context(proxy) as tctx:
+                tctx.configure(proxy.addons[1], counter_redis_url=redis_url)
+                f = flow("/status", method="POST", headers=headers)
+                all_hooks(proxy, f)
+                assert f.error is not None and f.error.msg == Error.KILLED_MESSAGE
+                assert not f.request.stream
+
+
+class TestStreaming:
+    @pytest.mark.parametrize(
+        ("threshold", "headers", "streamed"),
+        [
+            ("1m", (), False),
+            ("1m", ((b"content-length", b"1048576"),), False),
+            ("1m", ((b"content-length", b"1048577"),), True),
+            ("1m", ((b"transfer-encoding", b"chunked"),), True),
+            ("0", ((b"content-length", b"1"),), True),
+            ("0", (), False),
+        ],
+    )
+    async def test_requests(
+        self, threshold: str, headers: tuple[tuple[bytes, bytes], ...], streamed: bool
+    ) -> None:
+        addon = StreamBodies()
+        with taddons.context(addon) as tctx:
+            tctx.configure(addon, counter_stream_threshold=threshold)
+            f = flow(headers=headers)
+            addon.requestheaders(f)
+            assert bool(f.request.stream) is streamed
+
+    @pytest.mark.parametrize(
+        ("method", "headers", "streamed"),
+        [
+            ("GET", ((b"content-length", b"10"),), False),
+            ("GET", ((b"content-length", b"2000000"),), True),
+            ("GET", (), True),  # no length: read until the connection closes
+            ("GET", ((b"transfer-encoding", b"chunked"),), True),
+            ("HEAD", ((b"content-length", b"2000000"),), False),
+        ],
+    )
+    async def test_responses(
+        self, method: str, headers: tuple[tuple[bytes, bytes], ...], streamed: bool
+    ) -> None:
+        addon = StreamBodies()
+        with taddons.context(addon) as tctx:
+            tctx.configure(addon, counter_stream_threshold="1m")
+            f = flow(method=method)
+            f.response = tutils.tresp(headers=http.Headers(headers))
+            addon.responseheaders(f)
+            assert bool(f.response.stream) is streamed

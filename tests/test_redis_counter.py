@@ -1,0 +1,143 @@
+"""The Redis counter's write loop, against a real redis-server."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Awaitable, Callable
+
+import pytest
+import redis
+
+from counting_addon.redis_counter import APPLY_BATCH, CounterUnavailable, RedisCounter
+from tests.conftest import free_port
+
+
+def run[T](make: Callable[[], Awaitable[T]]) -> T:
+    async def main() -> T:
+        return await make()
+
+    return asyncio.run(main())
+
+
+def evalsha_calls(client: redis.Redis) -> int:
+    stats = client.info("commandstats")
+    return sum(int(stats.get(f"cmdstat_{c}", {}).get("calls", 0)) for c in ("evalsha", "eval"))
+
+
+def test_counts_reach_redis_and_read_back(redis_url: str, redis_client: redis.Redis) -> None:
+    async def scenario() -> int:
+        counter = RedisCounter(redis_url, "counter")
+        for _ in range(7):
+            counter.add()
+        value = await counter.read()
+        assert counter.close(1.0) == 0
+        return value
+
+    assert run(scenario) == 7
+    assert redis_client.get("counter") == b"7"
+
+
+def test_counts_made_at_once_go_in_one_write(redis_url: str, redis_client: redis.Redis) -> None:
+    before = evalsha_calls(redis_client)
+
+    async def scenario() -> int:
+        counter = RedisCounter(redis_url, "counter")
+        for _ in range(500):
+            counter.add()
+        value = await counter.read()
+        counter.close(1.0)
+        return value
+
+    assert run(scenario) == 500
+    # One batch; a second call only if the script had to be loaded first.
+    assert evalsha_calls(redis_client) - before <= 2
+
+
+def test_the_write_script_applies_each_sequence_number_once(redis_client: redis.Redis) -> None:
+    apply = redis_client.register_script(APPLY_BATCH)
+    writer = "counter:writer:test"
+    assert apply(["counter", writer], [1, 5, 60]) == 1
+    assert apply(["counter", writer], [1, 5, 60]) == 0  # the same batch resent
+    assert apply(["counter", writer], [2, 3, 60]) == 1
+    assert apply(["counter", writer], [1, 5, 60]) == 0
+    assert redis_client.get("counter") == b"8"
+    assert 0 < redis_client.ttl(writer) <= 60
+
+
+def test_writers_are_independent(redis_client: redis.Redis) -> None:
+    apply = redis_client.register_script(APPLY_BATCH)
+    apply(["counter", "counter:writer:a"], [1, 5, 60])
+    apply(["counter", "counter:writer:b"], [1, 2, 60])
+    assert redis_client.get("counter") == b"7"
+
+
+def test_close_writes_what_is_pending(redis_url: str, redis_client: redis.Redis) -> None:
+    async def scenario() -> int:
+        counter = RedisCounter(redis_url, "counter")
+        for _ in range(3):
+            counter.add()
+        # No await: the background task never got to write.
+        return counter.close(2.0)
+
+    assert run(scenario) == 0
+    assert redis_client.get("counter") == b"3"
+
+
+def test_close_resends_a_batch_whose_reply_was_lost(
+    redis_url: str, redis_client: redis.Redis
+) -> None:
+    """Redis applied the batch but the reply never came: resending must not count it twice."""
+
+    async def scenario() -> int:
+        counter = RedisCounter(redis_url, "counter")
+        counter.add()
+        counter.add()
+        batch = counter.ledger.next_batch()
+        assert batch is not None
+        keys, args = counter._args(batch)
+        redis_client.register_script(APPLY_BATCH)(keys, args)  # applied, reply "lost"
+        counter.add()
+        return counter.close(2.0)
+
+    assert run(scenario) == 0
+    assert redis_client.get("counter") == b"3"
+
+
+def test_unreachable_redis_keeps_counts_pending() -> None:
+    url = f"redis://127.0.0.1:{free_port()}/0"
+
+    async def scenario() -> RedisCounter:
+        counter = RedisCounter(url, "counter")
+        counter.add()
+        counter.add()
+        with pytest.raises(TimeoutError):
+            async with asyncio.timeout(1.0):
+                await counter.read()
+        return counter
+
+    counter = run(scenario)
+    assert counter.problem is not None and counter.problem.startswith("Redis unreachable")
+    assert counter.ledger.unwritten == 2
+    assert counter.close(0.5) == 2
+
+
+def test_non_integer_value_is_reported_and_not_overwritten(
+    redis_url: str, redis_client: redis.Redis
+) -> None:
+    redis_client.set("counter", "not a number")
+
+    async def scenario() -> RedisCounter:
+        counter = RedisCounter(redis_url, "counter")
+        with pytest.raises(CounterUnavailable, match="not an integer"):
+            await counter.read()
+        counter.add()
+        with pytest.raises(TimeoutError):
+            async with asyncio.timeout(1.0):
+                await counter.read()
+        return counter
+
+    counter = run(scenario)
+    assert counter.problem is not None and "not an integer" in counter.problem
+    assert counter.ledger.unwritten == 1
+    assert redis_client.get("counter") == b"not a number"
+    counter.close(0.5)
