@@ -28,20 +28,18 @@ class CountRequests:
             "counter_redis_url",
             str,
             os.environ.get("REDIS_URL", DEFAULT_URL),
-            f"""
-            Redis holding the shared counter: redis://[[user]:password@]host[:port][/db],
-            rediss:// for TLS, or unix:///path/to/socket. Defaults to the REDIS_URL
-            environment variable, else {DEFAULT_URL}.
-            """,
+            # One line, exactly as mitmproxy stores it: otherwise a script reload sees a
+            # "different" option and resets the user's value to the default.
+            "Redis holding the shared counter: redis://[[user]:password@]host[:port][/db], "
+            "rediss:// for TLS, or unix:///path/to/socket. Defaults to the REDIS_URL "
+            f"environment variable, else {DEFAULT_URL}.",
         )
         loader.add_option(
             "counter_key",
             str,
             "counter",
-            """
-            Redis key of the shared request counter. Proxies sharing a Redis and this key
-            share one count.
-            """,
+            "Redis key of the shared request counter. Proxies sharing a Redis and this key "
+            "share one count.",
         )
 
     def configure(self, updated: set[str]) -> None:

@@ -67,11 +67,9 @@ class StatusEndpoint:
             "counter_status_path",
             str,
             "/status",
-            """
-            Path answered by the proxy itself, in reverse mode only, with JSON
-            {"counter": <requests counted in Redis>, "uptime": <seconds since start>}.
-            The query string is ignored; other paths, /status/ included, are proxied.
-            """,
+            'Path answered by the proxy itself, in reverse mode only, with JSON {"counter": '
+            '<requests counted in Redis>, "uptime": <seconds since start>}. The query string '
+            "is ignored; other paths, /status/ included, are proxied.",
         )
 
     def configure(self, updated: set[str]) -> None:

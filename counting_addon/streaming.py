@@ -24,11 +24,9 @@ class StreamBodies:
             "counter_stream_threshold",
             str,
             "1m",
-            """
-            Bodies with a declared length up to this size are buffered (and visible in
-            mitmweb); larger bodies and bodies of unknown length are streamed. Bytes, or
-            with a k/m/g suffix. 0 streams everything.
-            """,
+            "Bodies with a declared length up to this size are buffered (and visible in "
+            "mitmweb); larger bodies and bodies of unknown length are streamed. Bytes, or "
+            "with a k/m/g suffix. 0 streams everything.",
         )
 
     def configure(self, updated: set[str]) -> None:

@@ -93,6 +93,16 @@ class TestOptions:
             assert "s3cret" not in str(e.value)
             assert "***" in str(e.value)
 
+    def test_values_survive_a_script_reload(self) -> None:
+        """A reload re-adds the options; mitmproxy keeps values only if nothing differs."""
+        first = CountingProxy()
+        with taddons.context(first) as tctx:
+            tctx.options.update(counter_key="mine", counter_stream_threshold="5k")
+            tctx.master.addons.remove(first)
+            tctx.master.addons.add(CountingProxy())
+            assert tctx.options.counter_key == "mine"
+            assert tctx.options.counter_stream_threshold == "5k"
+
     @pytest.mark.parametrize(("size", "expected"), [("0", 0), ("1k", 1024), ("65536", 65536)])
     def test_threshold_sizes(self, size: str, expected: int) -> None:
         proxy = CountingProxy()

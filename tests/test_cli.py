@@ -1,0 +1,156 @@
+"""The addon as people load it: --options, config.yaml, the mitmproxy console, script reload."""
+
+from __future__ import annotations
+
+import fcntl
+import os
+import shutil
+import struct
+import subprocess
+import termios
+import threading
+from pathlib import Path
+
+import httpx
+import redis
+
+from tests.conftest import BIN, SCRIPT, Process, ProxyFactory, free_port, wait_for
+
+OPTIONS = ["counter_redis_url", "counter_key", "counter_status_path", "counter_stream_threshold"]
+
+
+def test_options_are_listed_with_help() -> None:
+    out = subprocess.run(
+        [BIN / "mitmdump", "-s", SCRIPT, "--options"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=True,
+    ).stdout
+    for option in OPTIONS:
+        assert f"\n{option}:" in out
+    for help_text in [
+        "Redis holding the shared counter",
+        "Redis key of the shared",
+        "Path answered",
+    ]:
+        assert help_text in out
+    assert "streamed" in out.split("\ncounter_stream_threshold:")[0].rsplit("\n\n", 1)[1]
+
+
+def test_options_from_config_yaml(
+    start_proxy: ProxyFactory,
+    upstream: str,
+    redis_url: str,
+    redis_client: redis.Redis,
+    tmp_path: Path,
+) -> None:
+    confdir = tmp_path / "confdir"  # start_proxy's confdir
+    confdir.mkdir()
+    (confdir / "config.yaml").write_text("counter_key: from_yaml\ncounter_status_path: /health\n")
+    proxy = start_proxy(upstream, redis_url)
+    before = httpx.get(f"{proxy.url}/health").json()["counter"]
+    assert httpx.get(f"{proxy.url}/status").json()["path"] == "/status"  # proxied now
+    assert httpx.get(f"{proxy.url}/health").json()["counter"] == before + 1
+    assert redis_client.get("from_yaml") == str(before + 1).encode()
+
+
+def test_mitmproxy_console_loads_the_addon(
+    upstream: str, redis_url: str, redis_client: redis.Redis, tmp_path: Path
+) -> None:
+    """The console UI needs a terminal: give it a pseudo-terminal and drain it."""
+    port = free_port()
+    main, secondary = os.openpty()
+    fcntl.ioctl(secondary, termios.TIOCSWINSZ, struct.pack("HHHH", 40, 120, 0, 0))
+    env = {**os.environ, "TERM": "xterm"}
+    console = subprocess.Popen(
+        [
+            BIN / "mitmproxy",
+            "-s", str(SCRIPT),
+            "--mode", f"reverse:{upstream}",
+            "--listen-host", "127.0.0.1",
+            "-p", str(port),
+            "--set", f"confdir={tmp_path / 'confdir'}",
+            "--set", f"counter_redis_url={redis_url}",
+        ],
+        stdin=secondary,
+        stdout=secondary,
+        stderr=secondary,
+        env=env,
+    )  # fmt: skip
+    os.close(secondary)
+
+    screen = bytearray()
+
+    def drain() -> None:
+        try:
+            while data := os.read(main, 65536):
+                screen.extend(data)
+        except OSError:
+            pass
+
+    threading.Thread(target=drain, daemon=True).start()
+    try:
+
+        def answers() -> bool:
+            assert console.poll() is None, f"mitmproxy exited: {bytes(screen)!r}"
+            try:
+                return httpx.get(f"http://127.0.0.1:{port}/status", timeout=2).status_code == 200
+            except httpx.HTTPError:
+                return False
+
+        wait_for(answers, 60, "the mitmproxy console's /status")
+        assert httpx.get(f"http://127.0.0.1:{port}/a").status_code == 200
+        assert httpx.get(f"http://127.0.0.1:{port}/status").json()["counter"] == 1
+    finally:
+        console.terminate()
+        console.wait(20)
+        os.close(main)
+    assert redis_client.get("counter") == b"1"
+
+
+def test_script_reload_loses_and_doubles_nothing(
+    upstream: str, redis_url: str, redis_client: redis.Redis, tmp_path: Path
+) -> None:
+    """mitmproxy reloads a -s script when its file changes; counts survive the swap exactly."""
+    script = tmp_path / "addon.py"
+    shutil.copy(SCRIPT, script)
+    port = free_port()
+    proxy = Process(
+        [
+            str(BIN / "mitmdump"),
+            "-s", str(script),
+            "--mode", f"reverse:{upstream}",
+            "--listen-host", "127.0.0.1",
+            "-p", str(port),
+            "--set", f"confdir={tmp_path / 'confdir'}",
+            "--set", f"counter_redis_url={redis_url}",
+        ],
+        tmp_path / "mitmdump.log",
+    )  # fmt: skip
+    url = f"http://127.0.0.1:{port}"
+    try:
+        wait_for(lambda: "listening at" in proxy.output(), 60, "mitmdump to listen")
+        sent = 0
+        with httpx.Client() as client:
+            for round in range(3):
+                for _ in range(20):
+                    assert client.get(f"{url}/r{round}").status_code == 200
+                    sent += 1
+                loads = proxy.output().count("Loading script")
+                script.write_text(script.read_text() + f"\n# edit {round}\n")
+                wait_for(
+                    lambda n=loads: proxy.output().count("Loading script") > n,  # type: ignore[misc]
+                    30,
+                    "the script to reload",
+                )
+
+                def counted(client: httpx.Client = client, sent: int = sent) -> bool:
+                    r = client.get(f"{url}/status")
+                    return r.status_code == 200 and r.json()["counter"] == sent
+
+                wait_for(counted, 15, f"{sent} counts after reload {round}")
+    finally:
+        assert proxy.stop() == 0
+    assert redis_client.get("counter") == str(sent).encode()
+    assert "Traceback" not in proxy.output()
