@@ -79,11 +79,14 @@ def check_url(url: str) -> None:
         raise ValueError(f"{redact(url)} is not a Redis URL: {e}") from None
 
 
-def _problem(e: BaseException) -> str:
+def _problem(e: BaseException, key: str) -> str:
+    """What went wrong, in one line that names no secret."""
     if isinstance(e, redis.AuthenticationError | redis.exceptions.NoPermissionError):
         return f"Redis refused us: {e}"
-    if isinstance(e, redis.ConnectionError | redis.TimeoutError | OSError | TimeoutError):
+    if isinstance(e, redis.ConnectionError | redis.TimeoutError | OSError):
         return f"Redis unreachable: {e or type(e).__name__}"
+    if "not an integer" in str(e):
+        return f"Redis error: the value under key {key!r} is not an integer"
     return f"Redis error: {e}"
 
 
@@ -126,7 +129,7 @@ class RedisCounter:
         try:
             raw = await self._client.get(self.key)
         except (redis.RedisError, OSError) as e:
-            raise CounterUnavailable(_problem(e)) from None
+            raise CounterUnavailable(_problem(e, self.key)) from None
         try:
             return int(raw or 0)
         except ValueError:
@@ -148,7 +151,7 @@ class RedisCounter:
             keys, args = self._args(batch)
             try:
                 await self._apply(keys, args)
-            except (redis.RedisError, OSError) as e:
+            except Exception as e:  # whatever it is, the counts must not stop being written
                 self._failed(e)
                 failures += 1
                 # Full jitter: processes sharing one Redis don't reconnect in lockstep.
@@ -162,7 +165,7 @@ class RedisCounter:
             self._progress = asyncio.Event()
 
     def _failed(self, e: BaseException) -> None:
-        problem = _problem(e)
+        problem = _problem(e, self.key)
         if self.problem is None or problem.split(":")[0] != self.problem.split(":")[0]:
             logger.warning(
                 f"{problem} ({redact(self.url)}); proxying goes on, "
