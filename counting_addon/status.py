@@ -11,6 +11,7 @@ from mitmproxy import ctx, exceptions, http
 from mitmproxy.addonmanager import Loader
 from mitmproxy.net.http.http1 import expected_http_body_size
 from mitmproxy.proxy.mode_specs import ProxyMode, ReverseMode
+from mitmproxy.utils import human
 
 from counting_addon.counting import STATUS_FLOW, CountRequests
 from counting_addon.redis_counter import CounterUnavailable
@@ -102,11 +103,12 @@ class StatusEndpoint:
             size = expected_http_body_size(flow.request)
         except ValueError:
             size = None
-        if size is None or size > MAX_STATUS_BODY:
+        # mitmproxy can't answer a request it streams, and stream_large_bodies makes it
+        # stream bodies over that size, even while it reads them.
+        stream_limit = human.parse_size(ctx.options.stream_large_bodies)
+        limit = MAX_STATUS_BODY if stream_limit is None else min(MAX_STATUS_BODY, stream_limit)
+        if size is None or size > limit:
             flow.kill()
-        else:
-            # mitmproxy can't answer a streamed request; stream_large_bodies may have set it.
-            flow.request.stream = False
 
     async def request(self, flow: http.HTTPFlow) -> None:
         if not flow.metadata.get(STATUS_FLOW) or flow.response or flow.error:

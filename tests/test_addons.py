@@ -48,7 +48,7 @@ def all_hooks(proxy: CountingProxy, f: http.HTTPFlow) -> None:
 class TestOptions:
     def test_defaults(self, monkeypatch: pytest.MonkeyPatch) -> None:
         monkeypatch.delenv("REDIS_URL", raising=False)
-        with taddons.context(CountingProxy()) as tctx:
+        with taddons.context(Proxyserver(), CountingProxy()) as tctx:
             assert tctx.options.counter_redis_url == "redis://localhost:6379/0"
             assert tctx.options.counter_key == "counter"
             assert tctx.options.counter_status_path == "/status"
@@ -56,7 +56,7 @@ class TestOptions:
 
     def test_redis_url_from_environment(self, monkeypatch: pytest.MonkeyPatch) -> None:
         monkeypatch.setenv("REDIS_URL", "redis://elsewhere:6380/2")
-        with taddons.context(CountingProxy()) as tctx:
+        with taddons.context(Proxyserver(), CountingProxy()) as tctx:
             assert tctx.options.counter_redis_url == "redis://elsewhere:6380/2"
 
     @pytest.mark.parametrize(
@@ -79,7 +79,7 @@ class TestOptions:
     )
     def test_bad_values_name_the_option(self, option: str, value: str) -> None:
         proxy = CountingProxy()
-        with taddons.context(proxy) as tctx:
+        with taddons.context(Proxyserver(), proxy) as tctx:
             before = getattr(tctx.options, option)
             with pytest.raises(exceptions.OptionsError, match=f"^{option}: "):
                 tctx.configure(proxy.addons[0], **{option: value})
@@ -87,7 +87,7 @@ class TestOptions:
 
     def test_password_never_in_the_error(self) -> None:
         proxy = CountingProxy()
-        with taddons.context(proxy) as tctx:
+        with taddons.context(Proxyserver(), proxy) as tctx:
             with pytest.raises(exceptions.OptionsError) as e:
                 tctx.configure(proxy.addons[1], counter_redis_url="redis://:s3cret@h:port/0")
             assert "s3cret" not in str(e.value)
@@ -96,7 +96,7 @@ class TestOptions:
     def test_values_survive_a_script_reload(self) -> None:
         """A reload re-adds the options; mitmproxy keeps values only if nothing differs."""
         first = CountingProxy()
-        with taddons.context(first) as tctx:
+        with taddons.context(Proxyserver(), first) as tctx:
             tctx.options.update(counter_key="mine", counter_stream_threshold="5k")
             tctx.master.addons.remove(first)
             tctx.master.addons.add(CountingProxy())
@@ -106,7 +106,7 @@ class TestOptions:
     @pytest.mark.parametrize(("size", "expected"), [("0", 0), ("1k", 1024), ("65536", 65536)])
     def test_threshold_sizes(self, size: str, expected: int) -> None:
         proxy = CountingProxy()
-        with taddons.context(proxy) as tctx:
+        with taddons.context(Proxyserver(), proxy) as tctx:
             tctx.configure(proxy.addons[2], counter_stream_threshold=size)
             assert parts(proxy)[2].threshold == expected
 
@@ -124,7 +124,7 @@ class TestCounting:
         self, redis_url: str, redis_client: redis.Redis
     ) -> None:
         proxy = CountingProxy()
-        with taddons.context(proxy) as tctx:
+        with taddons.context(Proxyserver(), proxy) as tctx:
             tctx.configure(proxy.addons[1], counter_redis_url=redis_url)
             for path in ["/a", "/status", "/status?x", "/statusx", "/status/", "/b"]:
                 all_hooks(proxy, flow(path))
@@ -137,7 +137,7 @@ class TestCounting:
 
     async def test_flows_mitmproxy_rejected_are_not_counted(self, redis_url: str) -> None:
         proxy = CountingProxy()
-        with taddons.context(proxy) as tctx:
+        with taddons.context(Proxyserver(), proxy) as tctx:
             tctx.configure(proxy.addons[1], counter_redis_url=redis_url)
             f = flow()
             f.error = Error("Received an invalid request")  # as check_invalid() does
@@ -149,7 +149,7 @@ class TestCounting:
         self, redis_url: str
     ) -> None:
         proxy = CountingProxy()
-        with taddons.context(proxy) as tctx:
+        with taddons.context(Proxyserver(), proxy) as tctx:
             tctx.configure(proxy.addons[1], counter_redis_url=redis_url)
             f = flow("/status", mode="regular")
             all_hooks(proxy, f)
@@ -162,7 +162,7 @@ class TestCounting:
         self, redis_url: str, redis_client: redis.Redis
     ) -> None:
         proxy = CountingProxy()
-        with taddons.context(proxy) as tctx:
+        with taddons.context(Proxyserver(), proxy) as tctx:
             tctx.configure(proxy.addons[1], counter_redis_url=redis_url)
             for _ in range(3):
                 all_hooks(proxy, flow())
@@ -173,7 +173,7 @@ class TestCounting:
         self, redis_url: str, redis_client: redis.Redis
     ) -> None:
         proxy = CountingProxy()
-        with taddons.context(proxy) as tctx:
+        with taddons.context(Proxyserver(), proxy) as tctx:
             tctx.configure(proxy.addons[1], counter_redis_url=redis_url)
             all_hooks(proxy, flow())
             tctx.configure(proxy.addons[1], counter_key="other")
@@ -185,7 +185,7 @@ class TestCounting:
 class TestStatus:
     async def answer(self, redis_url: str, f: http.HTTPFlow, **options: str) -> http.Response:
         proxy = CountingProxy()
-        with taddons.context(proxy) as tctx:
+        with taddons.context(Proxyserver(), proxy) as tctx:
             tctx.configure(proxy.addons[1], counter_redis_url=redis_url, **options)
             all_hooks(proxy, f)
             await parts(proxy)[0].request(f)
@@ -221,15 +221,37 @@ class TestStatus:
         body = json.loads(response.content or b"")
         assert set(body) == {"error", "uptime", "pending"}
 
-    async def test_large_or_unknown_body_is_refused_not_buffered(self, redis_url: str) -> None:
-        for headers in [((b"content-length", b"10000000"),), ((b"transfer-encoding", b"chunked"),)]:
-            proxy = CountingProxy()
-            with taddons.context(proxy) as tctx:
-                tctx.configure(proxy.addons[1], counter_redis_url=redis_url)
-                f = flow("/status", method="POST", headers=headers)
-                all_hooks(proxy, f)
-                assert f.error is not None and f.error.msg == Error.KILLED_MESSAGE
-                assert not f.request.stream
+    @pytest.mark.parametrize(
+        ("headers", "stream_large_bodies"),
+        [
+            (((b"content-length", b"10000000"),), None),
+            (((b"transfer-encoding", b"chunked"),), None),
+            # mitmproxy would stream this one while reading it, and a streamed request
+            # can't be answered.
+            (((b"content-length", b"2048"),), "1k"),
+        ],
+    )
+    async def test_large_or_unknown_body_is_refused_not_buffered(
+        self,
+        redis_url: str,
+        headers: tuple[tuple[bytes, bytes], ...],
+        stream_large_bodies: str | None,
+    ) -> None:
+        proxy = CountingProxy()
+        with taddons.context(Proxyserver(), proxy) as tctx:
+            tctx.configure(
+                proxy.addons[1],
+                counter_redis_url=redis_url,
+                stream_large_bodies=stream_large_bodies,
+            )
+            f = flow("/status", method="POST", headers=headers)
+            all_hooks(proxy, f)
+            assert f.error is not None and f.error.msg == Error.KILLED_MESSAGE
+
+    async def test_small_body_is_answered(self, redis_url: str) -> None:
+        f = flow("/status", headers=((b"content-length", b"1024"),))
+        response = await self.answer(redis_url, f, stream_large_bodies="1k")
+        assert response.status_code == 200
 
 
 class TestStreaming:
