@@ -8,6 +8,7 @@ import os
 from mitmproxy import ctx, exceptions, http
 from mitmproxy.addonmanager import Loader
 
+from counting_addon.option_errors import reported_cleanly
 from counting_addon.redis_counter import RedisCounter, check_url, redact
 
 logger = logging.getLogger(__name__)
@@ -42,6 +43,7 @@ class CountRequests:
             "share one count.",
         )
 
+    @reported_cleanly
     def configure(self, updated: set[str]) -> None:
         if not {"counter_redis_url", "counter_key"} & updated:
             return

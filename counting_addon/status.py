@@ -14,6 +14,7 @@ from mitmproxy.proxy.mode_specs import ProxyMode, ReverseMode
 from mitmproxy.utils import human
 
 from counting_addon.counting import STATUS_FLOW, CountRequests
+from counting_addon.option_errors import reported_cleanly
 from counting_addon.redis_counter import CounterUnavailable
 
 logger = logging.getLogger(__name__)
@@ -73,6 +74,7 @@ class StatusEndpoint:
             "is ignored; other paths, /status/ included, are proxied.",
         )
 
+    @reported_cleanly
     def configure(self, updated: set[str]) -> None:
         if "counter_status_path" in updated:
             try:
@@ -134,3 +136,7 @@ class StatusEndpoint:
             )
         else:
             flow.response = json_response(200, {"counter": value, "uptime": uptime()})
+        if flow.request.method == "HEAD":
+            # mitmproxy sends whatever body an addon's response has; HEAD gets none, and
+            # keeps the Content-Length a GET would have.
+            flow.response.raw_content = b""

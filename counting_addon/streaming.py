@@ -8,6 +8,7 @@ from mitmproxy.net.http.http1 import expected_http_body_size
 from mitmproxy.utils import human
 
 from counting_addon.counting import STATUS_FLOW
+from counting_addon.option_errors import reported_cleanly
 
 
 class StreamBodies:
@@ -29,6 +30,7 @@ class StreamBodies:
             "with a k/m/g suffix. 0 streams everything.",
         )
 
+    @reported_cleanly
     def configure(self, updated: set[str]) -> None:
         if "counter_stream_threshold" in updated:
             try:

@@ -109,14 +109,47 @@ def upstream(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     proc.stop()
 
 
+def proxy_command(tool: str, upstream: str, port: int, confdir: Path, *args: str) -> list[str]:
+    """mitmdump, mitmweb or mitmproxy with the addon, in reverse mode on 127.0.0.1:`port`."""
+    return [
+        str(BIN / tool),
+        "-s", str(SCRIPT),
+        "--mode", f"reverse:{upstream}",
+        "--listen-host", "127.0.0.1",
+        "-p", str(port),
+        "--set", f"confdir={confdir}",
+        *args,
+    ]  # fmt: skip
+
+
+def wait_until_serving(process: Process, url: str, timeout: float = 30.0) -> None:
+    """Poll `url`/status until the proxy answers anything; fail if the process exits first."""
+
+    def answers() -> bool:
+        if process.popen.poll() is not None:
+            raise AssertionError(
+                f"exited early with {process.popen.returncode}:\n{process.output()}"
+            )
+        try:
+            httpx.get(f"{url}/status", timeout=2)
+        except httpx.HTTPError:
+            return False
+        return True
+
+    wait_for(answers, timeout, f"the proxy at {url}")
+
+
 class Proxy(Process):
-    """mitmdump (or mitmweb) with the addon, in reverse mode in front of `upstream`."""
+    """mitmdump (or mitmweb) with the addon, in reverse mode in front of `upstream`.
+
+    `redis_url` None leaves counter_redis_url unset (so REDIS_URL or the default applies).
+    """
 
     def __init__(
         self,
         directory: Path,
         upstream: str,
-        redis_url: str,
+        redis_url: str | None,
         *args: str,
         tool: str = "mitmdump",
         env: dict[str, str] | None = None,
@@ -124,29 +157,13 @@ class Proxy(Process):
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         directory.mkdir(parents=True, exist_ok=True)
-        command = [
-            str(BIN / tool),
-            "-s", str(SCRIPT),
-            "--mode", f"reverse:{upstream}",
-            "--listen-host", "127.0.0.1",
-            "-p", str(self.port),
-            "--set", f"confdir={directory.parent / 'confdir'}",
-            "--set", f"counter_redis_url={redis_url}",
-            *args,
-        ]  # fmt: skip
+        if redis_url is not None:
+            args = ("--set", f"counter_redis_url={redis_url}", *args)
+        command = proxy_command(tool, upstream, self.port, directory.parent / "confdir", *args)
         super().__init__(command, directory / f"{tool}-{self.port}.log", env=env)
 
     def wait_ready(self, timeout: float = 30.0) -> None:
-        def answers() -> bool:
-            if self.popen.poll() is not None:
-                raise AssertionError(f"proxy exited early:\n{self.output()}")
-            try:
-                httpx.get(f"{self.url}/status", timeout=2)
-            except httpx.HTTPError:
-                return False
-            return True
-
-        wait_for(answers, timeout, f"the proxy on port {self.port}")
+        wait_until_serving(self, self.url, timeout)
 
 
 ProxyFactory = Callable[..., Proxy]
@@ -160,7 +177,7 @@ def start_proxy(tmp_path: Path) -> Iterator[ProxyFactory]:
     """
     started: list[Proxy] = []
 
-    def start(upstream: str, redis_url: str, *args: str, **kwargs: object) -> Proxy:
+    def start(upstream: str, redis_url: str | None, *args: str, **kwargs: object) -> Proxy:
         proxy = Proxy(tmp_path / f"proxy{len(started)}", upstream, redis_url, *args, **kwargs)  # type: ignore[arg-type]
         started.append(proxy)
         proxy.wait_ready()

@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import json
+import logging
 
 import pytest
 import redis
-from mitmproxy import exceptions, http
+from mitmproxy import exceptions, hooks, http
 from mitmproxy.addons.proxyserver import Proxyserver
 from mitmproxy.flow import Error
 from mitmproxy.proxy.mode_specs import ProxyMode
@@ -84,6 +85,25 @@ class TestOptions:
             with pytest.raises(exceptions.OptionsError, match=f"^{option}: "):
                 tctx.configure(proxy.addons[0], **{option: value})
             assert getattr(tctx.options, option) == before  # rolled back
+
+    def test_bad_value_while_the_script_loads_is_one_clean_line(
+        self, caplog: pytest.LogCaptureFixture
+    ) -> None:
+        """mitmproxy would print the traceback of an error raised while it loads a script."""
+        with taddons.context(Proxyserver()) as tctx:
+            tctx.options.set("counter_key=", defer=True)  # --set, before the script adds it
+            proxy = CountingProxy()
+            tctx.master.addons.add(proxy)
+            with caplog.at_level(logging.ERROR):
+                # What mitmproxy's script loader does right after loading the script.
+                tctx.master.addons.invoke_addon_sync(
+                    proxy, hooks.ConfigureHook(set(tctx.options.keys()))
+                )
+        errors = [r for r in caplog.records if r.levelno >= logging.ERROR]
+        assert [r.getMessage() for r in errors] == [
+            "counter_key: '' must be a non-empty printable string"
+        ]
+        assert errors[0].exc_info is None
 
     def test_password_never_in_the_error(self) -> None:
         proxy = CountingProxy()

@@ -14,7 +14,7 @@ from pathlib import Path
 import httpx
 import redis
 
-from tests.conftest import BIN, SCRIPT, Process, ProxyFactory, free_port, wait_for
+from tests.conftest import BIN, SCRIPT, Process, ProxyFactory, free_port, proxy_command, wait_for
 
 OPTIONS = ["counter_redis_url", "counter_key", "counter_status_path", "counter_stream_threshold"]
 
@@ -63,16 +63,9 @@ def test_mitmproxy_console_loads_the_addon(
     main, secondary = os.openpty()
     fcntl.ioctl(secondary, termios.TIOCSWINSZ, struct.pack("HHHH", 40, 120, 0, 0))
     env = {**os.environ, "TERM": "xterm"}
+    setting = f"counter_redis_url={redis_url}"
     console = subprocess.Popen(
-        [
-            BIN / "mitmproxy",
-            "-s", str(SCRIPT),
-            "--mode", f"reverse:{upstream}",
-            "--listen-host", "127.0.0.1",
-            "-p", str(port),
-            "--set", f"confdir={tmp_path / 'confdir'}",
-            "--set", f"counter_redis_url={redis_url}",
-        ],
+        proxy_command("mitmproxy", upstream, port, tmp_path / "confdir", "--set", setting),
         stdin=secondary,
         stdout=secondary,
         stderr=secondary,
@@ -116,18 +109,11 @@ def test_script_reload_loses_and_doubles_nothing(
     script = tmp_path / "addon.py"
     shutil.copy(SCRIPT, script)
     port = free_port()
-    proxy = Process(
-        [
-            str(BIN / "mitmdump"),
-            "-s", str(script),
-            "--mode", f"reverse:{upstream}",
-            "--listen-host", "127.0.0.1",
-            "-p", str(port),
-            "--set", f"confdir={tmp_path / 'confdir'}",
-            "--set", f"counter_redis_url={redis_url}",
-        ],
-        tmp_path / "mitmdump.log",
-    )  # fmt: skip
+    command = proxy_command(
+        "mitmdump", upstream, port, tmp_path / "confdir", "--set", f"counter_redis_url={redis_url}"
+    )
+    command[command.index(str(SCRIPT))] = str(script)
+    proxy = Process(command, tmp_path / "mitmdump.log")
     url = f"http://127.0.0.1:{port}"
     try:
         wait_for(lambda: "listening at" in proxy.output(), 60, "mitmdump to listen")

@@ -13,7 +13,7 @@ import pytest
 import redis
 
 from counting_addon.embedded_redis import EmbeddedRedis, answers
-from tests.conftest import ROOT, Process, free_port, wait_for
+from tests.conftest import ROOT, Process, free_port, wait_for, wait_until_serving
 
 RUN = ROOT / "scripts" / "run"
 DATA = ROOT / ".redis"
@@ -89,18 +89,7 @@ class Run(Process):
         self.proxy_pid: int | None = None
 
     def wait_ready(self) -> None:
-        def status_answers() -> bool:
-            if self.popen.poll() is not None:
-                raise AssertionError(
-                    f"scripts/run exited early with {self.popen.returncode}:\n{self.output()}"
-                )
-            try:
-                httpx.get(f"{self.url}/status", timeout=2)
-            except httpx.HTTPError:
-                return False
-            return True
-
-        wait_for(status_answers, READY_TIMEOUT, f"scripts/run's proxy on port {self.port}")
+        wait_until_serving(self, self.url, READY_TIMEOUT)
         tools = [p for p in children(self.pid) if "/mitm" in cmdline(p)]
         assert len(tools) == 1, [cmdline(p) for p in children(self.pid)]
         self.proxy_pid = tools[0]

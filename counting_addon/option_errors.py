@@ -1,0 +1,34 @@
+"""Bad option values reported as one clear line, also while mitmproxy loads the script."""
+
+from __future__ import annotations
+
+import functools
+import logging
+from collections.abc import Callable
+
+from mitmproxy import ctx, exceptions
+
+logger = logging.getLogger(__name__)
+
+
+def reported_cleanly[A](
+    configure: Callable[[A, set[str]], None],
+) -> Callable[[A, set[str]], None]:
+    """Decorates an addon's configure, which raises OptionsError for a bad value.
+
+    mitmproxy loads a script by calling configure with every option and prints the traceback
+    of whatever it raises. On that call, log the message alone: mitmdump, mitmweb and mitmproxy
+    exit on an error logged at start-up. Any other time (--set at runtime, the option editors)
+    the error propagates and mitmproxy keeps the previous value.
+    """
+
+    @functools.wraps(configure)
+    def checked(addon: A, updated: set[str]) -> None:
+        try:
+            configure(addon, updated)
+        except exceptions.OptionsError as e:
+            if updated != set(ctx.options.keys()):
+                raise
+            logger.error(str(e))
+
+    return checked
