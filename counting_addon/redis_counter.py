@@ -97,6 +97,10 @@ class RedisCounter:
     the same batch with backoff until Redis acknowledges it.
     """
 
+    # The Lua script that applies a batch (a class attribute so that a test can show what
+    # happens without the sequence check).
+    apply_batch = APPLY_BATCH
+
     def __init__(self, url: str, key: str) -> None:
         self.url = url
         self.key = key
@@ -105,7 +109,7 @@ class RedisCounter:
         self._client: redis.asyncio.Redis = redis.asyncio.Redis.from_url(
             url, **client_options(redis.asyncio.retry.Retry)
         )
-        self._apply = self._client.register_script(APPLY_BATCH)
+        self._apply = self._client.register_script(self.apply_batch)
         self._wake = asyncio.Event()
         self._progress = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
@@ -200,7 +204,7 @@ class RedisCounter:
         # The cancelled task may have sent its batch already: resending it is safe, the script
         # applies each sequence number once.
         with redis.Redis.from_url(self.url, **client_options(redis.retry.Retry)) as client:
-            apply = client.register_script(APPLY_BATCH)
+            apply = client.register_script(self.apply_batch)
             while (batch := self.ledger.next_batch()) is not None:
                 left = deadline - time.monotonic()
                 if left <= 0:

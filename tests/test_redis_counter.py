@@ -3,13 +3,16 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterator
+from pathlib import Path
 
 import pytest
 import redis
 
+from counting_addon.embedded_redis import EmbeddedRedis
 from counting_addon.redis_counter import APPLY_BATCH, CounterUnavailable, RedisCounter
-from tests.conftest import free_port
+from tests.conftest import free_port, start_redis
+from tests.relay import Relay
 
 
 def run[T](make: Callable[[], Awaitable[T]]) -> T:
@@ -141,3 +144,70 @@ def test_non_integer_value_is_reported_and_not_overwritten(
     assert counter.ledger.unwritten == 1
     assert redis_client.get("counter") == b"not a number"
     counter.close(0.5)
+
+
+class CountsTwiceOnResend(RedisCounter):
+    """The write path without its sequence check: a plain INCRBY, as the predecessor did."""
+
+    apply_batch = "redis.call('INCRBY', KEYS[1], ARGV[2]) return 1"
+
+
+async def count_through_lost_reply(counter: RedisCounter, relay: Relay) -> int:
+    relay.lose_next_write_reply(then="drop")
+    for _ in range(5):
+        counter.add()
+    async with asyncio.timeout(10):
+        value = await counter.read()
+    assert relay.lost_replies == 1
+    assert counter.close(1.0) == 0
+    return value
+
+
+@pytest.fixture
+def relay(redis_server: EmbeddedRedis, redis_url: str) -> Iterator[Relay]:
+    """A relay to the test Redis (emptied by redis_url)."""
+    relay = Relay(redis_server.port)
+    relay.start()
+    yield relay
+    relay.stop()
+
+
+async def test_a_lost_reply_is_resent_and_counted_once(
+    relay: Relay, redis_client: redis.Redis
+) -> None:
+    counter = RedisCounter(f"redis://127.0.0.1:{relay.port}/0", "counter")
+    assert await count_through_lost_reply(counter, relay) == 5
+    assert redis_client.get("counter") == b"5"
+
+
+async def test_without_the_sequence_check_a_lost_reply_counts_twice(
+    relay: Relay, redis_client: redis.Redis
+) -> None:
+    """Proves the relay really loses an applied write's reply: the naive write doubles it."""
+    counter = CountsTwiceOnResend(f"redis://127.0.0.1:{relay.port}/0", "counter")
+    assert await count_through_lost_reply(counter, relay) == 10
+    assert redis_client.get("counter") == b"10"
+
+
+async def test_counts_wait_while_redis_is_down_and_land_when_it_is_back(
+    tmp_path: Path,
+) -> None:
+    server = start_redis(tmp_path)
+    counter = RedisCounter(server.url, "counter")
+    counter.add()
+    async with asyncio.timeout(10):
+        assert await counter.read() == 1
+    server.stop()
+    for _ in range(4):
+        counter.add()
+    with pytest.raises(TimeoutError):
+        async with asyncio.timeout(1.0):
+            await counter.read()
+    assert counter.problem is not None and counter.problem.startswith("Redis unreachable")
+    assert counter.ledger.unwritten == 4
+    server.start()  # same port, same data directory
+    async with asyncio.timeout(15):
+        assert await counter.read() == 5
+    assert counter.problem is None
+    assert counter.close(1.0) == 0
+    server.stop()
