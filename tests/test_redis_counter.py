@@ -8,9 +8,15 @@ from pathlib import Path
 
 import pytest
 import redis
+import redis.retry
 
 from counting_addon.embedded_redis import EmbeddedRedis
-from counting_addon.redis_counter import APPLY_BATCH, CounterUnavailable, RedisCounter
+from counting_addon.redis_counter import (
+    APPLY_BATCH,
+    CounterUnavailable,
+    RedisCounter,
+    client_options,
+)
 from tests.conftest import free_port, start_redis
 from tests.relay import Relay
 
@@ -211,3 +217,13 @@ async def test_counts_wait_while_redis_is_down_and_land_when_it_is_back(
     assert counter.problem is None
     assert counter.close(1.0) == 0
     server.stop()
+
+
+def test_the_clients_never_retry_on_their_own(redis_url: str) -> None:
+    """redis-py retries by default, re-sending a write whose reply was lost: the writer
+    resends itself, knowing it is the same batch."""
+    counter = RedisCounter(redis_url, "counter")
+    connection = counter._client.connection_pool.make_connection()
+    assert connection.retry.get_retries() == 0
+    with redis.Redis.from_url(redis_url, **client_options(redis.retry.Retry)) as client:
+        assert client.connection_pool.make_connection().retry.get_retries() == 0
