@@ -179,7 +179,7 @@ class RedisCounter:
 
     def _recovered(self) -> None:
         if self.problem is not None:
-            logger.info(f"Redis is back ({redact(self.url)}); writing waiting counts")
+            logger.info(f"Redis is back to accepting counts ({redact(self.url)})")
             self.problem = None
 
     def close(self, timeout: float) -> int:
