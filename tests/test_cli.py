@@ -136,6 +136,14 @@ def test_script_reload_loses_and_doubles_nothing(
                     return r.status_code == 200 and r.json()["counter"] == sent
 
                 wait_for(counted, 15, f"{sent} counts after reload {round}")
+
+        def proxy_connections() -> int:
+            ours = redis_client.client_id()
+            return sum(1 for c in redis_client.client_list() if int(c["id"]) != ours)
+
+        # The old instances' connections are closed. The current one has one: no request is
+        # in flight, so its writer and its /status reads take turns on it.
+        wait_for(lambda: proxy_connections() <= 1, 15, "the old instances' connections to close")
     finally:
         assert proxy.stop() == 0
     assert redis_client.get("counter") == str(sent).encode()
