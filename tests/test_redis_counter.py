@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import Awaitable, Callable, Iterator
 from pathlib import Path
 
@@ -13,11 +14,12 @@ import redis.retry
 from counting_addon.embedded_redis import EmbeddedRedis
 from counting_addon.redis_counter import (
     APPLY_BATCH,
+    WRITE_INTERVAL,
     CounterUnavailable,
     RedisCounter,
     client_options,
 )
-from tests.conftest import free_port, start_redis
+from tests.conftest import free_port, start_redis, wait_for
 from tests.relay import Relay
 
 
@@ -227,3 +229,32 @@ def test_the_clients_never_retry_on_their_own(redis_url: str) -> None:
     assert connection.retry.get_retries() == 0
     with redis.Redis.from_url(redis_url, **client_options(redis.retry.Retry)) as client:
         assert client.connection_pool.make_connection().retry.get_retries() == 0
+
+
+async def test_under_steady_load_writes_come_at_most_every_interval(
+    redis_url: str, redis_client: redis.Redis
+) -> None:
+    before = evalsha_calls(redis_client)
+    counter = RedisCounter(redis_url, "counter")
+    started = time.monotonic()
+    for _ in range(100):  # a count every 5 ms, for half a second or more
+        counter.add()
+        await asyncio.sleep(0.005)
+    elapsed = time.monotonic() - started
+    assert await counter.read() == 100
+    counter.close(1.0)
+    writes = evalsha_calls(redis_client) - before
+    # One write per interval, plus the one for read() and a script load; one a count without.
+    assert writes <= elapsed / WRITE_INTERVAL + 3
+
+
+async def test_a_lone_count_is_written_without_being_asked(
+    redis_url: str, redis_client: redis.Redis
+) -> None:
+    counter = RedisCounter(redis_url, "counter")
+    counter.add()
+    # Polled from a thread: the writer needs this event loop.
+    await asyncio.to_thread(
+        wait_for, lambda: redis_client.get("counter") == b"1", 5, "the count in Redis"
+    )
+    counter.close(1.0)

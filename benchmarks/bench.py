@@ -1,0 +1,444 @@
+"""scripts/bench: counting_addon side by side with bare mitmdump, a naive addon, the predecessor
+and nginx, on loopback. Writes docs/benchmarks/results.md, results.json and results.png.
+
+Rounds are interleaved (every variant once per round, the order rotating) and medians are
+reported, because a shared 2-core machine is noisy.
+"""
+
+from __future__ import annotations
+
+import argparse
+import http.client
+import json
+import os
+import platform
+import re
+import shutil
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import urllib.request
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import redis
+
+from counting_addon.embedded_redis import EmbeddedRedis
+
+ROOT = Path(__file__).resolve().parent.parent
+BIN = Path(sys.executable).parent
+OUT = ROOT / "docs" / "benchmarks"
+GIB = 1024**3
+REDIS_WRITES = ("incr", "incrby", "evalsha", "eval")
+
+
+def log(message: str) -> None:
+    print(f"[{time.strftime('%H:%M:%S')}] {message}", flush=True)
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port: int = s.getsockname()[1]
+        return port
+
+
+def wait_http(url: str, process: subprocess.Popen[bytes], timeout: float = 60.0) -> None:
+    deadline = time.monotonic() + timeout
+    while True:
+        if process.poll() is not None:
+            raise RuntimeError(f"{process.args!r} exited with {process.returncode}")
+        try:
+            urllib.request.urlopen(url, timeout=2).read()
+            return
+        except OSError:
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"nothing answered at {url}") from None
+            time.sleep(0.05)
+
+
+def cpu_seconds(pid: int) -> float:
+    """User plus system CPU time the process has used."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def rss_kib(pid: int, field_name: str = "VmRSS") -> int:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith(field_name + ":"):
+            return int(line.split()[1])
+    raise RuntimeError(f"no {field_name} for {pid}")
+
+
+@dataclass
+class Variant:
+    name: str
+    description: str
+    command: list[str]
+    env: dict[str, str] | None = None
+    mitmproxy: bool = True
+    counts: bool = True
+    port: int = field(default_factory=free_port)
+    process: subprocess.Popen[bytes] | None = None
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def start(self, logdir: Path) -> None:
+        log(f"starting {self.name}")
+        out = open(logdir / f"{self.name}.log", "wb")
+        self.process = subprocess.Popen(
+            self.command, stdout=out, stderr=subprocess.STDOUT, env=self.env
+        )
+        out.close()
+        wait_http(f"{self.url}/", self.process)
+
+    def stop(self) -> None:
+        if self.process and self.process.poll() is None:
+            self.process.terminate()
+            try:
+                self.process.wait(15)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait()
+
+
+@dataclass
+class WrkResult:
+    rps: float
+    p50_ms: float
+    p99_ms: float
+    requests: int
+    errors: int
+
+
+UNITS = {"us": 0.001, "ms": 1.0, "s": 1000.0, "m": 60000.0}
+
+
+def parse_latency(text: str) -> float:
+    m = re.fullmatch(r"([\d.]+)(us|ms|s|m)", text)
+    if not m:
+        raise ValueError(f"unexpected wrk latency {text!r}")
+    return float(m.group(1)) * UNITS[m.group(2)]
+
+
+def wrk(url: str, connections: int, seconds: int) -> WrkResult:
+    out = subprocess.run(
+        ["wrk", "-t1", f"-c{connections}", f"-d{seconds}s", "--latency", url],
+        capture_output=True,
+        text=True,
+        check=True,
+        timeout=seconds + 60,
+    ).stdout
+    percentiles = dict(re.findall(r"^\s+(\d+)%\s+(\S+)$", out, re.M))
+    requests = int(re.search(r"(\d+) requests in", out).group(1))  # type: ignore[union-attr]
+    errors = sum(int(n) for n in re.findall(r"(?:connect|read|write|timeout) (\d+)", out))
+    non2xx = re.search(r"Non-2xx or 3xx responses: (\d+)", out)
+    return WrkResult(
+        rps=float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1)),  # type: ignore[union-attr]
+        p50_ms=parse_latency(percentiles["50"]),
+        p99_ms=parse_latency(percentiles["99"]),
+        requests=requests,
+        errors=errors + (int(non2xx.group(1)) if non2xx else 0),
+    )
+
+
+class LatencySampler:
+    """During a load run: one keep-alive client alternating GET /status and a proxied GET."""
+
+    def __init__(self, port: int) -> None:
+        self.port = port
+        self.status: list[float] = []
+        self.proxied: list[float] = []
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def _run(self) -> None:
+        conn = http.client.HTTPConnection("127.0.0.1", self.port, timeout=30)
+        while not self._stop.wait(0.02):
+            for path, into in (("/status", self.status), ("/sample", self.proxied)):
+                start = time.perf_counter()
+                conn.request("GET", path)
+                conn.getresponse().read()
+                into.append((time.perf_counter() - start) * 1000)
+        conn.close()
+
+    def __enter__(self) -> LatencySampler:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join(30)
+
+
+class Bench:
+    def __init__(self, args: argparse.Namespace, workdir: Path) -> None:
+        self.args = args
+        self.workdir = workdir
+        self.origin_port = free_port()
+        self.nginx_proxy_port = free_port()
+        self.redis = EmbeddedRedis(free_port(), workdir / "redis", "--appendonly", "no")
+        self.redis_url = self.redis.url
+        self.results: dict[str, object] = {"wrk": [], "transfers": []}
+        origin = f"http://127.0.0.1:{self.origin_port}"
+        mitmdump = [str(BIN / "mitmdump"), "-q", "--listen-host", "127.0.0.1"]
+        confdir = ["--set", f"confdir={workdir / 'confdir'}"]
+        addon = ["-s", str(ROOT / "counting_addon" / "addon.py")]
+        self.variants: list[Variant] = []
+
+        def mitm(name: str, description: str, *extra: str, counts: bool = True) -> None:
+            v = Variant(name, description, [], counts=counts)
+            v.command = [*mitmdump, "-p", str(v.port), "--mode", f"reverse:{origin}", *confdir]
+            v.command += list(extra)
+            self.variants.append(v)
+
+        mitm("bare", "mitmdump, no addon", counts=False)
+        mitm(
+            "counting_addon",
+            "mitmdump + counting_addon, defaults",
+            *addon,
+            "--set",
+            f"counter_redis_url={self.redis_url}",
+        )
+        mitm(
+            "counting_addon_stream_all",
+            "mitmdump + counting_addon, counter_stream_threshold=0",
+            *addon,
+            "--set",
+            f"counter_redis_url={self.redis_url}",
+            "--set",
+            "counter_stream_threshold=0",
+        )
+        mitm(
+            "naive",
+            "mitmdump + an addon awaiting INCR in requestheaders",
+            "-s",
+            str(ROOT / "benchmarks" / "naive_addon.py"),
+            "--set",
+            f"naive_redis_url={self.redis_url}",
+        )
+        predecessor = Variant(
+            "predecessor",
+            "Starlette + httpx + redis.asyncio under uvicorn, as in the blog post",
+            [],
+            env={**os.environ, "UPSTREAM": origin, "REDIS_URL": self.redis_url},
+            mitmproxy=False,
+        )
+        predecessor.command = [
+            str(BIN / "uvicorn"),
+            "--app-dir",
+            str(ROOT),
+            "benchmarks.predecessor:app",
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(predecessor.port),
+            "--no-access-log",
+            "--log-level",
+            "warning",
+        ]
+        self.variants.append(predecessor)
+        nginx = Variant("nginx", "nginx reverse proxy (the far limit)", [], mitmproxy=False)
+        nginx.port = self.nginx_proxy_port
+        nginx.counts = False
+        self.variants.append(nginx)
+        self.nginx_process: subprocess.Popen[bytes] | None = None
+
+    # -- the fixed parts -------------------------------------------------------------------
+
+    def start_nginx(self) -> None:
+        directory = self.workdir / "nginx"
+        (directory / "uploads").mkdir(parents=True)
+        # nginx's workers drop root for nobody: let them read the file and write uploads.
+        self.workdir.chmod(0o755)
+        directory.chmod(0o755)
+        (directory / "uploads").chmod(0o777)
+        with open(directory / "big.bin", "wb") as f:
+            f.truncate(GIB)  # sparse: served from the page cache, no disk reads
+        conf = (ROOT / "benchmarks" / "nginx.conf").read_text()
+        conf = conf.replace("@DIR@", str(directory))
+        conf = conf.replace("@ORIGIN_PORT@", str(self.origin_port))
+        conf = conf.replace("@PROXY_PORT@", str(self.nginx_proxy_port))
+        (directory / "nginx.conf").write_text(conf)
+        nginx = shutil.which("nginx") or "/usr/sbin/nginx"
+        out = open(directory / "stdout.log", "wb")
+        self.nginx_process = subprocess.Popen(
+            [nginx, "-p", str(directory), "-c", str(directory / "nginx.conf")],
+            stdout=out,
+            stderr=subprocess.STDOUT,
+        )
+        out.close()
+        wait_http(f"http://127.0.0.1:{self.origin_port}/", self.nginx_process)
+        self.variants[-1].process = self.nginx_process
+
+    def redis_writes(self) -> int:
+        with redis.Redis.from_url(self.redis_url) as client:
+            stats = client.info("commandstats")
+        return sum(int(stats.get(f"cmdstat_{c}", {}).get("calls", 0)) for c in REDIS_WRITES)
+
+    def reset_redis_stats(self) -> None:
+        with redis.Redis.from_url(self.redis_url) as client:
+            client.config_resetstat()
+
+    # -- the measurements --------------------------------------------------------------------
+
+    def load_round(self, round_number: int) -> None:
+        order = self.variants[round_number % len(self.variants) :]
+        order += self.variants[: round_number % len(self.variants)]
+        for connections in self.args.connections:
+            for v in order:
+                assert v.process is not None
+                self.reset_redis_stats()
+                cpu_before = cpu_seconds(v.process.pid)
+                with LatencySampler(v.port) as sampler:
+                    result = wrk(f"{v.url}/", connections, self.args.seconds)
+                cpu = cpu_seconds(v.process.pid) - cpu_before
+                writes = self.redis_writes()
+                proxied = result.requests + len(sampler.proxied)
+                served = proxied + len(sampler.status)
+                entry = {
+                    "round": round_number,
+                    "variant": v.name,
+                    "connections": connections,
+                    **result.__dict__,
+                    "redis_writes_per_request": writes / proxied if v.counts else None,
+                    "status_p50_ms": statistics.median(sampler.status),
+                    "sampled_proxied_p50_ms": statistics.median(sampler.proxied),
+                    "peak_rss_mib": rss_kib(v.process.pid, "VmHWM") / 1024,
+                    # nginx's work happens in its worker, not in the process we started.
+                    "cpu_us_per_request": cpu / served * 1e6 if v.name != "nginx" else None,
+                }
+                self.results["wrk"].append(entry)  # type: ignore[attr-defined]
+                log(
+                    f"round {round_number + 1} c={connections:<3} {v.name:<26} "
+                    f"{result.rps:8.0f} req/s  p50 {result.p50_ms:6.2f} ms  "
+                    f"p99 {result.p99_ms:6.2f} ms  errors {result.errors}"
+                )
+
+    @contextmanager
+    def rss_growth(self, pid: int) -> Iterator[list[int]]:
+        """Yields a list that, afterwards, holds the RSS growth in KiB over the baseline."""
+        baseline = rss_kib(pid)
+        peak = [baseline]
+        stop = threading.Event()
+
+        def sample() -> None:
+            while not stop.wait(0.01):
+                peak[0] = max(peak[0], rss_kib(pid))
+
+        thread = threading.Thread(target=sample, daemon=True)
+        thread.start()
+        growth: list[int] = []
+        try:
+            yield growth
+        finally:
+            stop.set()
+            thread.join()
+            growth.append(peak[0] - baseline)
+
+    def transfer(self, v: Variant, direction: str) -> None:
+        assert v.process is not None
+        size = self.args.transfer_bytes
+        with self.rss_growth(v.process.pid) as growth:
+            start = time.perf_counter()
+            if direction == "download":
+                out = subprocess.run(
+                    ["curl", "-sS", "-o", "/dev/null", "-w", "%{http_code} %{size_download}",
+                     "-r", f"0-{size - 1}", f"{v.url}/big"],
+                    capture_output=True, text=True, check=True, timeout=600,
+                ).stdout  # fmt: skip
+            else:
+                zeros = subprocess.Popen(
+                    ["head", "-c", str(size), "/dev/zero"], stdout=subprocess.PIPE
+                )
+                out = subprocess.run(
+                    ["curl", "-sS", "-o", "/dev/null", "-w", "%{http_code} %{size_upload}",
+                     "-T", "-", f"{v.url}/upload"],
+                    stdin=zeros.stdout, capture_output=True, text=True, check=True, timeout=600,
+                ).stdout  # fmt: skip
+                zeros.wait()
+            seconds = time.perf_counter() - start
+        code, moved = out.split()
+        if not code.startswith("2") or int(moved) != size:
+            raise RuntimeError(f"{v.name} {direction}: HTTP {code}, {moved} of {size} bytes")
+        entry = {
+            "variant": v.name,
+            "direction": direction,
+            "mib_per_s": size / seconds / 2**20,
+            "rss_growth_mib": growth[0] / 1024,
+        }
+        self.results["transfers"].append(entry)  # type: ignore[attr-defined]
+        log(
+            f"{direction:<8} {v.name:<26} {entry['mib_per_s']:7.0f} MiB/s  "
+            f"RSS growth {entry['rss_growth_mib']:6.1f} MiB"
+        )
+
+    def run(self) -> None:
+        log(f"work directory {self.workdir}")
+        self.redis.start()
+        self.start_nginx()
+        try:
+            for v in self.variants[:-1]:
+                v.start(self.workdir)
+            log("warming up")
+            for v in self.variants:
+                wrk(f"{v.url}/", 16, 1)
+            for r in range(self.args.rounds):
+                log(f"load round {r + 1} of {self.args.rounds}")
+                self.load_round(r)
+            if self.args.transfer_bytes:
+                for r in range(self.args.transfer_rounds):
+                    log(f"transfer round {r + 1} of {self.args.transfer_rounds}")
+                    for v in self.variants:
+                        if v.mitmproxy:
+                            self.transfer(v, "download")
+                            self.transfer(v, "upload")
+        finally:
+            for v in self.variants[:-1]:
+                v.stop()
+            if self.nginx_process:
+                self.nginx_process.terminate()
+                self.nginx_process.wait(15)
+            self.redis.stop()
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--rounds", type=int, default=3, help="interleaved load rounds")
+    parser.add_argument("--seconds", type=int, default=5, help="seconds per wrk run")
+    parser.add_argument("--connections", type=int, nargs="+", default=[16, 64])
+    parser.add_argument("--transfer-bytes", type=int, default=GIB, help="0 skips transfers")
+    parser.add_argument("--transfer-rounds", type=int, default=2)
+    parser.add_argument("--out", type=Path, default=OUT)
+    args = parser.parse_args()
+    base = Path("/dev/shm") if Path("/dev/shm").is_dir() else None
+    with tempfile.TemporaryDirectory(prefix="counting-bench-", dir=base) as tmp:
+        bench = Bench(args, Path(tmp))
+        started = time.monotonic()
+        bench.run()
+        bench.results["meta"] = {
+            "date": time.strftime("%Y-%m-%d %H:%M"),
+            "machine": f"{os.cpu_count()} cores, {platform.platform()}",
+            "python": platform.python_version(),
+            "duration_s": round(time.monotonic() - started),
+            "args": {k: str(v) for k, v in vars(args).items()},
+            "variants": {v.name: v.description for v in bench.variants},
+        }
+    from benchmarks.report import write_report
+
+    args.out.mkdir(parents=True, exist_ok=True)
+    (args.out / "results.json").write_text(json.dumps(bench.results, indent=1))
+    write_report(bench.results, args.out)
+    log(f"wrote {args.out / 'results.md'} and {args.out / 'results.png'}")
+
+
+if __name__ == "__main__":
+    main()
