@@ -79,8 +79,10 @@ def write_report(results: Results, out: Path) -> None:
         "",
         "CPU µs/request: user + system time of the proxy process over the run, per request "
         "(steadier than req/s on a shared machine). "
-        "Redis writes/request: INCR, INCRBY, EVAL and EVALSHA calls (`INFO commandstats`) per "
-        "proxied request. /status and proxied p50: one keep-alive client alternating "
+        "Redis writes/request: the commands the proxy sends to count (INCR for naive and "
+        "predecessor, EVALSHA for counting_addon; `INFO commandstats`), per proxied request; "
+        "each EVALSHA runs GET, INCRBY and SET inside Redis. "
+        "/status and proxied p50: one keep-alive client alternating "
         "`GET /status` and a proxied GET while wrk runs (for bare and nginx /status is an "
         "ordinary proxied request).",
         "",

@@ -23,15 +23,15 @@ logger = logging.getLogger(__name__)
 
 # Applies a batch only if its sequence number is new for this writer, so resending a batch
 # whose reply was lost cannot count it twice. The writer's key expires: dead processes
-# leave nothing behind.
+# leave nothing behind. Returns the counter's value, which saves /status a round trip.
 APPLY_BATCH = """
 local seq = tonumber(ARGV[1])
 if seq <= tonumber(redis.call('GET', KEYS[2]) or '0') then
-  return 0
+  return tonumber(redis.call('GET', KEYS[1]))
 end
-redis.call('INCRBY', KEYS[1], ARGV[2])
+local value = redis.call('INCRBY', KEYS[1], ARGV[2])
 redis.call('SET', KEYS[2], ARGV[1], 'EX', ARGV[3])
-return 1
+return value
 """
 WRITER_KEY_TTL = 7 * 24 * 3600
 CONNECT_TIMEOUT = 1.0
@@ -118,6 +118,7 @@ class RedisCounter:
         self._hurry = asyncio.Event()
         self._progress = asyncio.Event()
         self._last_write = -WRITE_INTERVAL
+        self._written_value: int | None = None
         self._task: asyncio.Task[None] | None = None
         self.problem: str | None = None
         self._closed = False
@@ -134,9 +135,13 @@ class RedisCounter:
         Waits as long as Redis is away: callers bound it with a timeout.
         """
         mark = self.ledger.counted
-        while not self.ledger.written_through(mark):
-            self._hurry.set()
-            await self._progress.wait()
+        if not self.ledger.written_through(mark):
+            while not self.ledger.written_through(mark):
+                self._hurry.set()
+                await self._progress.wait()
+            # The write that took our counts brought back the value: no GET needed.
+            if self._written_value is not None:
+                return self._written_value
         try:
             raw = await self._client.get(self.key)
         except (redis.RedisError, OSError) as e:
@@ -162,7 +167,7 @@ class RedisCounter:
             assert batch is not None
             keys, args = self._args(batch)
             try:
-                await self._apply(keys, args)
+                value = await self._apply(keys, args)
             except Exception as e:  # whatever it is, the counts must not stop being written
                 self._failed(e)
                 failures += 1
@@ -172,6 +177,7 @@ class RedisCounter:
                 continue
             failures = 0
             self.ledger.ack(batch)
+            self._written_value = value
             self._recovered()
             self._progress.set()
             self._progress = asyncio.Event()

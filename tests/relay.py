@@ -1,9 +1,9 @@
 """A TCP relay on loopback between the proxy and Redis that can lose a write's reply.
 
 It forwards bytes both ways. Armed with `lose_next_write_reply()`, it holds back the next
-reply that says a batch was applied (the Lua script's `:1`), then either drops it and closes
-the client's connection (`then="drop"`), or waits for Redis to die and drops it then
-(`then="hold"`): Redis has applied the write, the proxy never hears of it.
+reply to a write (the Lua script's integer reply: the counter's value), then either drops it
+and closes the client's connection (`then="drop"`), or waits for Redis to die and drops it
+then (`then="hold"`): Redis has applied the write, the proxy never hears of it.
 """
 
 from __future__ import annotations
@@ -11,8 +11,6 @@ from __future__ import annotations
 import asyncio
 import threading
 from typing import Literal
-
-APPLIED = b":1\r\n"
 
 
 class Relay:
@@ -71,7 +69,7 @@ class Relay:
 
     async def _replies(self, redis_r: asyncio.StreamReader, client_w: asyncio.StreamWriter) -> None:
         while data := await redis_r.read(65536):
-            if self._armed and data.endswith(APPLIED):
+            if self._armed and data.startswith(b":"):
                 then, self._armed = self._armed, None
                 self.lost_replies += 1
                 self.reply_held.set()

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import httpx
 import redis
 
 from tests.conftest import ProxyFactory, start_redis, wait_for
@@ -12,6 +13,10 @@ from tests.load import Load
 from tests.relay import Relay
 
 KILLS = 3
+
+
+def status_code(url: str) -> int:
+    return httpx.get(f"{url}/status", timeout=10).status_code
 
 
 def test_redis_killed_mid_write_under_load_loses_and_doubles_nothing(
@@ -38,6 +43,8 @@ def test_redis_killed_mid_write_under_load_loses_and_doubles_nothing(
                 server.process.wait()
                 load.wait_for_more(300)  # the proxy serves on without Redis
                 server.start()
+                # The lost batch has been resent (and skipped) before the relay is armed again.
+                wait_for(lambda: status_code(proxy.url) == 200, 30, "/status back to 200")
             load.wait_for_more(300)
         results = load.results
         assert results.failed == []

@@ -67,10 +67,10 @@ def test_counts_made_at_once_go_in_one_write(redis_url: str, redis_client: redis
 def test_the_write_script_applies_each_sequence_number_once(redis_client: redis.Redis) -> None:
     apply = redis_client.register_script(APPLY_BATCH)
     writer = "counter:writer:test"
-    assert apply(["counter", writer], [1, 5, 60]) == 1
-    assert apply(["counter", writer], [1, 5, 60]) == 0  # the same batch resent
-    assert apply(["counter", writer], [2, 3, 60]) == 1
-    assert apply(["counter", writer], [1, 5, 60]) == 0
+    assert apply(["counter", writer], [1, 5, 60]) == 5
+    assert apply(["counter", writer], [1, 5, 60]) == 5  # the same batch resent: not applied
+    assert apply(["counter", writer], [2, 3, 60]) == 8
+    assert apply(["counter", writer], [1, 5, 60]) == 8
     assert redis_client.get("counter") == b"8"
     assert 0 < redis_client.ttl(writer) <= 60
 
@@ -157,7 +157,7 @@ def test_non_integer_value_is_reported_and_not_overwritten(
 class CountsTwiceOnResend(RedisCounter):
     """The write path without its sequence check: a plain INCRBY, as the predecessor did."""
 
-    apply_batch = "redis.call('INCRBY', KEYS[1], ARGV[2]) return 1"
+    apply_batch = "return redis.call('INCRBY', KEYS[1], ARGV[2])"
 
 
 async def count_through_lost_reply(counter: RedisCounter, relay: Relay) -> int:
