@@ -6,6 +6,7 @@ import asyncio
 import json
 import logging
 import time
+from collections.abc import Awaitable
 
 from mitmproxy import ctx, exceptions, http
 from mitmproxy.addonmanager import Loader
@@ -63,6 +64,7 @@ class StatusEndpoint:
 
     def __init__(self, counting: CountRequests) -> None:
         self.counting = counting
+        self.path = "/status"
 
     def load(self, loader: Loader) -> None:
         loader.add_option(
@@ -81,6 +83,7 @@ class StatusEndpoint:
                 check_status_path(ctx.options.counter_status_path)
             except ValueError as e:
                 raise exceptions.OptionsError(f"counter_status_path: {e}") from None
+            self.path = ctx.options.counter_status_path
         if {"mode", "connection_strategy"} & updated and self._eager_reverse():
             # Eager mode connects upstream before reading the request and drops the client if
             # that fails: /status would be unreachable exactly when the upstream is down.
@@ -96,7 +99,7 @@ class StatusEndpoint:
     def requestheaders(self, flow: http.HTTPFlow) -> None:
         if flow.error or not isinstance(flow.client_conn.proxy_mode, ReverseMode):
             return
-        if not matches(flow.request.path, ctx.options.counter_status_path):
+        if not matches(flow.request.path, self.path):
             return
         flow.metadata[STATUS_FLOW] = True
         flow.marked = ":bar_chart:"
@@ -112,9 +115,14 @@ class StatusEndpoint:
         if size is None or size > limit:
             flow.kill()
 
-    async def request(self, flow: http.HTTPFlow) -> None:
+    def request(self, flow: http.HTTPFlow) -> Awaitable[None] | None:
+        # Not async itself: mitmproxy awaits what a hook returns, and every other request
+        # then skips making and awaiting a coroutine.
         if not flow.metadata.get(STATUS_FLOW) or flow.response or flow.error:
-            return
+            return None
+        return self._answer(flow)
+
+    async def _answer(self, flow: http.HTTPFlow) -> None:
         if flow.request.method not in ALLOWED:
             flow.response = json_response(405, {"error": "method not allowed"})
             flow.response.headers["Allow"] = ", ".join(ALLOWED)

@@ -56,10 +56,24 @@ class StreamBodies:
     def requestheaders(self, flow: http.HTTPFlow) -> None:
         if flow.metadata.get(STATUS_FLOW) or flow.error:
             return
+        headers = flow.request.headers
+        # Most requests have no body; skip the full check (a hot path: it costs more than
+        # everything else the addon does per request).
+        if "content-length" not in headers and "transfer-encoding" not in headers:
+            return
         if self._should_stream(flow.request, None):
             flow.request.stream = True
 
     def responseheaders(self, flow: http.HTTPFlow) -> None:
         assert flow.response
+        headers = flow.response.headers
+        # The common case, a small declared length, is buffered whatever else is true of it.
+        length = headers.get("content-length", "")
+        if (
+            length.isdigit()
+            and int(length) <= self.threshold
+            and "transfer-encoding" not in headers
+        ):
+            return
         if self._should_stream(flow.request, flow.response):
             flow.response.stream = True
