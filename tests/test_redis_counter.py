@@ -180,21 +180,20 @@ def relay(redis_server: EmbeddedRedis, redis_url: str) -> Iterator[Relay]:
     relay.stop()
 
 
+@pytest.mark.parametrize(
+    ("counter_class", "expected"),
+    [
+        (RedisCounter, 5),
+        # Proves the relay really loses an applied write's reply: the naive write doubles it.
+        (CountsTwiceOnResend, 10),
+    ],
+)
 async def test_a_lost_reply_is_resent_and_counted_once(
-    relay: Relay, redis_client: redis.Redis
+    relay: Relay, redis_client: redis.Redis, counter_class: type[RedisCounter], expected: int
 ) -> None:
-    counter = RedisCounter(f"redis://127.0.0.1:{relay.port}/0", "counter")
-    assert await count_through_lost_reply(counter, relay) == 5
-    assert redis_client.get("counter") == b"5"
-
-
-async def test_without_the_sequence_check_a_lost_reply_counts_twice(
-    relay: Relay, redis_client: redis.Redis
-) -> None:
-    """Proves the relay really loses an applied write's reply: the naive write doubles it."""
-    counter = CountsTwiceOnResend(f"redis://127.0.0.1:{relay.port}/0", "counter")
-    assert await count_through_lost_reply(counter, relay) == 10
-    assert redis_client.get("counter") == b"10"
+    counter = counter_class(f"redis://127.0.0.1:{relay.port}/0", "counter")
+    assert await count_through_lost_reply(counter, relay) == expected
+    assert redis_client.get("counter") == str(expected).encode()
 
 
 async def test_counts_wait_while_redis_is_down_and_land_when_it_is_back(
