@@ -117,6 +117,7 @@ class RedisCounter:
         self._wake = asyncio.Event()
         self._hurry = asyncio.Event()
         self._progress = asyncio.Event()
+        self._writing = asyncio.Lock()
         self._last_write = -WRITE_INTERVAL
         self._written_value: int | None = None
         self._task: asyncio.Task[None] | None = None
@@ -137,8 +138,14 @@ class RedisCounter:
         mark = self.ledger.counted
         if not self.ledger.written_through(mark):
             while not self.ledger.written_through(mark):
-                self._hurry.set()
-                await self._progress.wait()
+                if self.problem is None and not self._writing.locked():
+                    # Writing here rather than waking the writer saves /status two trips
+                    # through a busy event loop. Should it fail, the writer takes over.
+                    with contextlib.suppress(Exception):
+                        await self._write_batch()
+                else:
+                    self._hurry.set()
+                    await self._progress.wait()
             # The write that took our counts brought back the value: no GET needed.
             if self._written_value is not None:
                 return self._written_value
@@ -163,19 +170,29 @@ class RedisCounter:
                 self._wake.clear()
                 await self._wake.wait()
             await self._gather_counts()
-            batch = self.ledger.next_batch()
-            assert batch is not None
-            keys, args = self._args(batch)
             try:
-                value = await self._apply(keys, args)
-            except Exception as e:  # whatever it is, the counts must not stop being written
-                self._failed(e)
+                await self._write_batch()
+            except Exception:  # whatever it is, the counts must not stop being written
                 failures += 1
                 # Jitter: processes sharing one Redis don't reconnect in lockstep.
                 cap = min(BACKOFF_CAP, BACKOFF_FIRST * 2**failures)
                 await asyncio.sleep(random.uniform(cap / 2, cap))
                 continue
             failures = 0
+
+    async def _write_batch(self) -> None:
+        """Write the batch due, if any; one writer at a time, the background task or a reader."""
+        async with self._writing:
+            batch = self.ledger.next_batch()
+            if batch is None:  # a reader wrote it while the writer waited
+                return
+            self._last_write = time.monotonic()
+            keys, args = self._args(batch)
+            try:
+                value = await self._apply(keys, args)
+            except Exception as e:
+                self._failed(e)
+                raise
             self.ledger.ack(batch)
             self._written_value = value
             self._recovered()
@@ -190,7 +207,6 @@ class RedisCounter:
                 async with asyncio.timeout(delay):
                     await self._hurry.wait()
         self._hurry.clear()
-        self._last_write = time.monotonic()
 
     def _failed(self, e: BaseException) -> None:
         problem = _problem(e, self.key)

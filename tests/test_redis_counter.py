@@ -220,6 +220,20 @@ async def test_counts_wait_while_redis_is_down_and_land_when_it_is_back(
     server.stop()
 
 
+async def test_a_reader_writes_the_counts_itself(redis_url: str, redis_client: redis.Redis) -> None:
+    """read() writes without the background writer: waking it costs /status two trips through
+    a busy event loop."""
+    counter = RedisCounter(redis_url, "counter")
+    counter.add()
+    assert counter._task is not None
+    counter._task.cancel()
+    counter.add()
+    async with asyncio.timeout(5):
+        assert await counter.read() == 2
+    assert redis_client.get("counter") == b"2"
+    assert counter.close(1.0) == 0
+
+
 def test_the_clients_never_retry_on_their_own(redis_url: str) -> None:
     """redis-py retries by default, re-sending a write whose reply was lost: the writer
     resends itself, knowing it is the same batch."""
