@@ -15,7 +15,6 @@ import platform
 import re
 import shutil
 import socket
-import statistics
 import subprocess
 import sys
 import tempfile
@@ -66,6 +65,16 @@ def wait_http(url: str, process: subprocess.Popen[bytes], timeout: float = 60.0)
             time.sleep(0.05)
 
 
+# With two cores or more, every proxy gets a core of its own and the load, the origin and Redis
+# share the others: the proxies compete with neither the load nor each other's leftovers.
+PROXY_CPUS = {0} if (os.cpu_count() or 1) >= 2 else None
+
+
+def pin_to_proxy_cpus() -> None:
+    if PROXY_CPUS is not None:
+        os.sched_setaffinity(0, PROXY_CPUS)
+
+
 def cpu_seconds(pid: int) -> float:
     """User plus system CPU time the process has used."""
     fields = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()
@@ -98,7 +107,11 @@ class Variant:
         log(f"starting {self.name}")
         out = open(logdir / f"{self.name}.log", "wb")
         self.process = subprocess.Popen(
-            self.command, stdout=out, stderr=subprocess.STDOUT, env=self.env
+            self.command,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            env=self.env,
+            preexec_fn=pin_to_proxy_cpus,
         )
         out.close()
         wait_http(f"{self.url}/", self.process)
@@ -167,8 +180,10 @@ class LatencySampler:
         conn = http.client.HTTPConnection("127.0.0.1", self.port, timeout=30)
         # Every half second: each /status makes the writer flush at once, and a busier poll
         # would turn the measurement of batching into one of polling.
+        pair = [("/status", self.status), ("/sample", self.proxied)]
         while not self._stop.wait(0.5):
-            for path, into in (("/status", self.status), ("/sample", self.proxied)):
+            pair.reverse()  # neither always goes first, after the pause
+            for path, into in pair:
                 start = time.perf_counter()
                 conn.request("GET", path)
                 conn.getresponse().read()
@@ -192,20 +207,28 @@ class Bench:
         self.nginx_proxy_port = free_port()
         self.redis = EmbeddedRedis(free_port(), workdir / "redis", "--appendonly", "no")
         self.redis_url = self.redis.url
-        self.results: dict[str, object] = {"wrk": [], "transfers": []}
+        self.results: dict[str, object] = {"wrk": [], "pairs": [], "transfers": []}
         origin = f"http://127.0.0.1:{self.origin_port}"
         mitmdump = [str(BIN / "mitmdump"), "-q", "--listen-host", "127.0.0.1"]
         confdir = ["--set", f"confdir={workdir / 'confdir'}"]
         addon = ["-s", str(ROOT / "counting_addon" / "addon.py")]
         self.variants: list[Variant] = []
 
-        def mitm(name: str, description: str, *extra: str, counts: bool = True) -> None:
+        def variant(name: str, description: str, *extra: str, counts: bool = True) -> Variant:
             v = Variant(name, description, [], counts=counts)
             v.command = [*mitmdump, "-p", str(v.port), "--mode", f"reverse:{origin}", *confdir]
             v.command += list(extra)
-            self.variants.append(v)
+            return v
+
+        def mitm(name: str, description: str, *extra: str, counts: bool = True) -> None:
+            self.variants.append(variant(name, description, *extra, counts=counts))
 
         mitm("bare", "mitmdump, no addon", counts=False)
+        # Only in the paired runs: bare against bare shows how far apart two identical
+        # proxies measure on this machine.
+        self.control = variant(
+            "bare_again", "a second bare mitmdump, the paired runs' control", counts=False
+        )
         mitm(
             "counting_addon",
             "mitmdump + counting_addon, defaults",
@@ -315,8 +338,8 @@ class Bench:
                     "connections": connections,
                     **result.__dict__,
                     "redis_writes_per_request": writes / proxied if v.counts else None,
-                    "status_p50_ms": statistics.median(sampler.status),
-                    "sampled_proxied_p50_ms": statistics.median(sampler.proxied),
+                    "status_ms": sampler.status,
+                    "sampled_proxied_ms": sampler.proxied,
                     "peak_rss_mib": rss_kib(v.process.pid, "VmHWM") / 1024,
                     # nginx's work happens in its worker, not in the process we started.
                     "cpu_us_per_request": cpu / served * 1e6 if v.name != "nginx" else None,
@@ -327,6 +350,37 @@ class Bench:
                     f"{result.rps:8.0f} req/s  p50 {result.p50_ms:6.2f} ms  "
                     f"p99 {result.p99_ms:6.2f} ms  errors {result.errors}"
                 )
+
+    def paired_runs(self) -> None:
+        """bare against counting_addon and against a second bare, back to back, again and
+        again: the machine's drift cancels out of each pair's ratio."""
+        bare, ours = self.variants[0], self.variants[1]
+        for connections in self.args.connections:
+            for i in range(self.args.pairs):
+                for other in (self.control, ours):
+                    measured: dict[str, tuple[WrkResult, float]] = {}
+                    for v in (bare, other) if i % 2 == 0 else (other, bare):
+                        assert v.process is not None
+                        cpu_before = cpu_seconds(v.process.pid)
+                        result = wrk(f"{v.url}/", connections, self.args.pair_seconds)
+                        cpu = cpu_seconds(v.process.pid) - cpu_before
+                        measured[v.name] = (result, cpu / result.requests * 1e6)
+                    (b, b_cpu), (o, o_cpu) = measured[bare.name], measured[other.name]
+                    entry = {
+                        "variant": other.name,
+                        "connections": connections,
+                        "pair": i,
+                        "rps": o.rps / b.rps,
+                        "p50": o.p50_ms / b.p50_ms,
+                        "p99": o.p99_ms / b.p99_ms,
+                        "cpu_per_request": o_cpu / b_cpu,
+                    }
+                    self.results["pairs"].append(entry)  # type: ignore[attr-defined]
+                    log(
+                        f"pair {i + 1:>2} c={connections:<3} {other.name + '/bare':<20} "
+                        f"req/s {entry['rps']:.2f}  p50 {entry['p50']:.2f}  "
+                        f"p99 {entry['p99']:.2f}  CPU/request {entry['cpu_per_request']:.2f}"
+                    )
 
     @contextmanager
     def rss_growth(self, pid: int) -> Iterator[list[int]]:
@@ -390,10 +444,14 @@ class Bench:
 
     def run(self) -> None:
         log(f"work directory {self.workdir}")
+        if PROXY_CPUS is not None:
+            others = set(range(os.cpu_count() or 1)) - PROXY_CPUS
+            os.sched_setaffinity(0, others)  # inherited by wrk, nginx, Redis and curl
+            log(f"proxies on CPU {sorted(PROXY_CPUS)}, everything else on {sorted(others)}")
         self.redis.start()
         self.start_nginx()
         try:
-            for v in self.variants[:-1]:
+            for v in [*self.variants[:-1], self.control]:
                 v.start(self.workdir)
             log("warming up")
             for v in self.variants:
@@ -401,6 +459,9 @@ class Bench:
             for r in range(self.args.rounds):
                 log(f"load round {r + 1} of {self.args.rounds}")
                 self.load_round(r)
+            if self.args.pairs:
+                log(f"{self.args.pairs} paired runs per connection count")
+                self.paired_runs()
             if self.args.profile:
                 log(
                     f"profiling counting_addon for {self.args.profile} s (twice: data, flame graph)"
@@ -417,7 +478,7 @@ class Bench:
                             self.transfer(v, "download")
                             self.transfer(v, "upload")
         finally:
-            for v in self.variants[:-1]:
+            for v in [*self.variants[:-1], self.control]:
                 v.stop()
             if self.nginx_process:
                 self.nginx_process.terminate()
@@ -427,8 +488,10 @@ class Bench:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--rounds", type=int, default=5, help="interleaved load rounds")
-    parser.add_argument("--seconds", type=int, default=4, help="seconds per wrk run")
+    parser.add_argument("--rounds", type=int, default=4, help="interleaved load rounds")
+    parser.add_argument("--seconds", type=int, default=3, help="seconds per wrk run")
+    parser.add_argument("--pairs", type=int, default=10, help="bare/counting_addon pairs; 0 skips")
+    parser.add_argument("--pair-seconds", type=int, default=2, help="seconds per paired wrk run")
     parser.add_argument("--connections", type=int, nargs="+", default=[16, 64])
     parser.add_argument("--transfer-bytes", type=int, default=GIB, help="0 skips transfers")
     parser.add_argument("--transfer-rounds", type=int, default=2)
@@ -445,9 +508,11 @@ def main() -> None:
             "date": time.strftime("%Y-%m-%d %H:%M"),
             "machine": f"{os.cpu_count()} cores, {platform.platform()}",
             "python": platform.python_version(),
+            "pinned": PROXY_CPUS is not None,
             "duration_s": round(time.monotonic() - started),
             "args": {k: str(v) for k, v in vars(args).items()},
             "variants": {v.name: v.description for v in bench.variants},
+            "control": {bench.control.name: bench.control.description},
         }
     from benchmarks.report import write_report
 
