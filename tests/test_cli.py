@@ -14,7 +14,18 @@ from pathlib import Path
 import httpx
 import redis
 
-from tests.conftest import BIN, SCRIPT, Process, ProxyFactory, free_port, proxy_command, wait_for
+from tests.conftest import (
+    BIN,
+    SCRIPT,
+    Process,
+    ProxyFactory,
+    free_port,
+    proxy_command,
+    wait_for,
+    wait_until_serving,
+)
+from tests.e2e_helpers import status_of
+from tests.load import Load
 
 OPTIONS = ["counter_redis_url", "counter_key", "counter_status_path", "counter_stream_threshold"]
 
@@ -102,10 +113,11 @@ def test_mitmproxy_console_loads_the_addon(
     assert redis_client.get("counter") == b"1"
 
 
-def test_script_reload_loses_and_doubles_nothing(
+def test_script_reload_under_traffic_loses_and_doubles_nothing(
     upstream: str, redis_url: str, redis_client: redis.Redis, tmp_path: Path
 ) -> None:
-    """mitmproxy reloads a -s script when its file changes; counts survive the swap exactly."""
+    """mitmproxy reloads a -s script when its file changes; edited three times while clients
+    keep sending, the counts survive each swap exactly and the old instances let go of Redis."""
     script = tmp_path / "addon.py"
     shutil.copy(SCRIPT, script)
     port = free_port()
@@ -116,26 +128,34 @@ def test_script_reload_loses_and_doubles_nothing(
     proxy = Process(command, tmp_path / "mitmdump.log")
     url = f"http://127.0.0.1:{port}"
     try:
-        wait_for(lambda: "listening at" in proxy.output(), 60, "mitmdump to listen")
-        sent = 0
-        with httpx.Client() as client:
-            for round in range(3):
-                for _ in range(20):
-                    assert client.get(f"{url}/r{round}").status_code == 200
-                    sent += 1
+        wait_until_serving(proxy, url)
+        with Load(url, concurrency=8, max_seconds=120) as load:
+            for edit in range(3):
+                load.wait_for_more(30)
                 loads = proxy.output().count("Loading script")
-                script.write_text(script.read_text() + f"\n# edit {round}\n")
+                script.write_text(script.read_text() + f"\n# edit {edit}\n")
                 wait_for(
                     lambda n=loads: proxy.output().count("Loading script") > n,  # type: ignore[misc]
                     30,
                     "the script to reload",
                 )
+            load.wait_for_more(30)
+        results = load.results
+        assert not results.failed, results.failed[:5]
 
-                def counted(client: httpx.Client = client, sent: int = sent) -> bool:
-                    r = client.get(f"{url}/status")
-                    return r.status_code == 200 and r.json()["counter"] == sent
+        last: list[str] = []
 
-                wait_for(counted, 15, f"{sent} counts after reload {round}")
+        def counted() -> bool:
+            r = status_of(url)
+            last[:] = [r.text]
+            return r.status_code == 200 and r.json()["counter"] == results.ok
+
+        try:
+            wait_for(counted, 15, f"counter == {results.ok}")
+        except AssertionError as e:
+            proxied = proxy.output().count("/load/")  # mitmdump logs each flow once
+            raise AssertionError(f"{e}: {proxied} flows in the log; /status said {last}") from None
+        print(f"\n{results.ok} requests through 3 reloads, all counted once")
 
         def proxy_connections() -> int:
             ours = redis_client.client_id()
@@ -146,5 +166,5 @@ def test_script_reload_loses_and_doubles_nothing(
         wait_for(lambda: proxy_connections() <= 1, 15, "the old instances' connections to close")
     finally:
         assert proxy.stop() == 0
-    assert redis_client.get("counter") == str(sent).encode()
+    assert redis_client.get("counter") == str(results.ok).encode()
     assert "Traceback" not in proxy.output()
