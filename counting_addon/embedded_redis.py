@@ -32,14 +32,15 @@ def answers(url: str, timeout: float = 1.0) -> bool:
             url, socket_connect_timeout=timeout, socket_timeout=timeout
         ) as client:
             client.ping()
-    except redis.ResponseError:
+    except (redis.ResponseError, redis.AuthenticationError):
+        # AuthenticationError is a ConnectionError: test for it first.
         return True
     except (redis.RedisError, OSError):
         return False
     return True
 
 
-def _die_with_parent() -> None:
+def die_with_parent() -> None:
     # If whoever started us is killed outright, don't leave a redis-server behind (Linux).
     try:
         import ctypes
@@ -86,7 +87,7 @@ class EmbeddedRedis:
             # Its own session: a Ctrl-C meant for the proxy must not stop Redis before the
             # proxy has written its last counts.
             start_new_session=True,
-            preexec_fn=_die_with_parent,
+            preexec_fn=die_with_parent,
         )
         log.close()
         deadline = time.monotonic() + timeout

@@ -5,11 +5,12 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import os
 import random
 import time
 import uuid
 from typing import Any
-from urllib.parse import urlsplit, urlunsplit
+from urllib.parse import unquote, urlsplit
 
 import redis
 import redis.asyncio
@@ -34,6 +35,8 @@ redis.call('SET', KEYS[2], ARGV[1], 'EX', ARGV[3])
 return value
 """
 WRITER_KEY_TTL = 7 * 24 * 3600
+# Files a rediss:// URL may name; a missing one would only show as a failed connection.
+TLS_FILES = ("ssl_ca_certs", "ssl_certfile", "ssl_keyfile", "ssl_ca_path")
 CONNECT_TIMEOUT = 1.0
 # Long enough to ride out a Redis that stalls writes for a second, short enough to notice a hang.
 COMMAND_TIMEOUT = 2.5
@@ -48,17 +51,35 @@ class CounterUnavailable(Exception):
     """The counter can't be read right now; the message says why."""
 
 
+def _split_password(url: str) -> tuple[str, str, str] | None:
+    """(what precedes the password, the password as typed, what follows it), if there is one.
+
+    Read off the raw text: a password may hold '/', '?' or '#' unencoded, which ends the host
+    part for urlsplit and would leave the password in plain sight.
+    """
+    scheme, sep, rest = url.partition("://")
+    if not sep:
+        scheme, rest = "", url
+    userinfo, at, host = rest.rpartition("@")
+    user, colon, password = userinfo.partition(":")
+    if not (at and colon and password):
+        return None
+    return f"{scheme}{sep}{user}:", password, f"@{host}"
+
+
 def redact(url: str) -> str:
     """The URL with any password replaced, fit for logs and error messages."""
-    try:
-        parts = urlsplit(url)
-        if parts.password is None:
-            return url
-        userinfo = f"{parts.username}:***" if parts.username else ":***"
-        host = parts.netloc.rpartition("@")[2]
-        return urlunsplit(parts._replace(netloc=f"{userinfo}@{host}"))
-    except ValueError:
-        return "<unparsable URL>"
+    parts = _split_password(url)
+    return url if parts is None else f"{parts[0]}***{parts[2]}"
+
+
+def scrub(text: str, url: str) -> str:
+    """`text` (an error about `url`) with the URL's password, as typed or decoded, replaced."""
+    parts = _split_password(url)
+    if parts is not None:
+        for form in sorted({parts[1], unquote(parts[1])}, key=len, reverse=True):
+            text = text.replace(form, "***")
+    return text
 
 
 def client_options(retry: type[redis.retry.Retry | redis.asyncio.retry.Retry]) -> dict[str, Any]:
@@ -73,22 +94,44 @@ def client_options(retry: type[redis.retry.Retry | redis.asyncio.retry.Retry]) -
 
 def check_url(url: str) -> None:
     """Raise ValueError, naming no password, if redis-py can't use `url`."""
+    secret = _split_password(url)
+    if secret is not None and any(c in secret[1] for c in "/?#"):
+        # Or the URL parser ends the host there and quotes bits of the password in its errors.
+        raise ValueError(
+            f"{redact(url)} is not a Redis URL: percent-encode '/', '?' and '#' in the password "
+            "(%2F, %3F, %23)"
+        )
     try:
-        redis.connection.parse_url(url)
+        options = redis.connection.parse_url(url)
         parts = urlsplit(url)
         # redis-py silently ignores a database that is not a number.
         if parts.scheme != "unix" and not parts.path.strip("/").isdigit() and parts.path.strip("/"):
             raise ValueError(f"database {parts.path.strip('/')!r} is not a number")
-    except (ValueError, TypeError) as e:
-        raise ValueError(f"{redact(url)} is not a Redis URL: {e}") from None
+        # A misspelt query argument only fails when a connection is made: make one, unconnected.
+        for client in (redis.Redis, redis.asyncio.Redis):
+            client.from_url(url).connection_pool.make_connection()
+        for name in TLS_FILES:
+            if options.get(name) and not os.path.exists(options[name]):
+                raise ValueError(f"{name}: no such file {options[name]!r}")
+    except (ValueError, TypeError, redis.RedisError) as e:
+        raise ValueError(f"{redact(url)} is not a Redis URL: {scrub(str(e), url)}") from None
 
 
-def _problem(e: BaseException, key: str) -> str:
+def _problem(e: BaseException, key: str, tls: bool) -> str:
     """What went wrong, in one line that names no secret."""
+    if getattr(e, "status_code", None) == "NOAUTH":
+        # redis-py's words are about the HELLO it sent, not about what is wrong.
+        return "Redis refused us: NOAUTH, it requires a password and the URL has none"
     if isinstance(e, redis.AuthenticationError | redis.exceptions.NoPermissionError):
         return f"Redis refused us: {e}"
     if isinstance(e, redis.ConnectionError | redis.TimeoutError | OSError):
-        return f"Redis unreachable: {e or type(e).__name__}"
+        # A TLS mismatch shows only as a timeout or a reset: say what may be behind it.
+        hint = ""
+        if tls and isinstance(e, redis.TimeoutError | TimeoutError):
+            hint = " (the URL is rediss://: does this server speak TLS?)"
+        elif not tls and "reset by peer" in str(e):
+            hint = " (a server expecting TLS does this to plain connections: rediss://?)"
+        return f"Redis unreachable: {e or type(e).__name__}{hint}"
     if "not an integer" in str(e):
         return f"Redis error: the value under key {key!r} is not an integer"
     return f"Redis error: {e}"
@@ -151,8 +194,8 @@ class RedisCounter:
                 return self._written_value
         try:
             raw = await self._client.get(self.key)
-        except (redis.RedisError, OSError) as e:
-            raise CounterUnavailable(_problem(e, self.key)) from None
+        except Exception as e:  # whatever it is, /status answers 503 rather than fail
+            raise CounterUnavailable(self._problem(e)) from None
         try:
             return int(raw or 0)
         except ValueError:
@@ -208,8 +251,11 @@ class RedisCounter:
                     await self._hurry.wait()
         self._hurry.clear()
 
+    def _problem(self, e: BaseException) -> str:
+        return _problem(e, self.key, tls=self.url.startswith("rediss://"))
+
     def _failed(self, e: BaseException) -> None:
-        problem = _problem(e, self.key)
+        problem = self._problem(e)
         if self.problem is None or problem.split(":")[0] != self.problem.split(":")[0]:
             logger.warning(
                 f"{problem} ({redact(self.url)}); proxying goes on, "
@@ -256,7 +302,7 @@ class RedisCounter:
                 keys, args = self._args(batch)
                 try:
                     apply(keys, args)
-                except (redis.RedisError, OSError) as e:
+                except Exception as e:  # shutdown must get to reporting what is lost
                     self._failed(e)
                     client.connection_pool.disconnect()
                     time.sleep(min(0.1, max(0.0, deadline - time.monotonic())))

@@ -212,6 +212,14 @@ def test_uses_redis_that_already_answers(
     assert redis_client.get("counter") == b"4"
 
 
+def test_a_redis_asking_for_a_password_counts_as_answering(tmp_path: Path) -> None:
+    """scripts/run must not start a second Redis on the port of one that wants a password (and
+    EmbeddedRedis.start waits for its own with one): refusing us is answering."""
+    with EmbeddedRedis(free_port(), tmp_path, "--requirepass", "Pw-4c1d") as server:
+        assert answers(server.url)
+        assert answers(server.url.replace("redis://", "redis://:wrong@"))
+
+
 def test_web_starts_mitmweb(start_run: RunFactory, upstream: str, redis_url: str) -> None:
     web_port = free_port()
     run = start_run(
