@@ -46,8 +46,11 @@ def parse_response(raw: bytes, closed_by_peer: bool) -> RawResponse:
     return result
 
 
-def raw_exchange(port: int, data: bytes, timeout: float = 10.0) -> RawResponse:
-    """Send `data` on a new connection and read until the peer closes or `timeout` passes.
+def raw_exchange(
+    port: int, data: bytes, timeout: float = 10.0, half_close: bool = False
+) -> RawResponse:
+    """Send `data` on a new connection (then shut down our side if `half_close`) and read until
+    the peer closes or `timeout` passes.
 
     Meant for requests that make the server close the connection (errors, Connection: close):
     everything the server sent, including anything after the response head, is returned.
@@ -58,6 +61,8 @@ def raw_exchange(port: int, data: bytes, timeout: float = 10.0) -> RawResponse:
     with socket.create_connection(("127.0.0.1", port), timeout=timeout) as sock:
         try:
             sock.sendall(data)
+            if half_close:
+                sock.shutdown(socket.SHUT_WR)
         except (BrokenPipeError, ConnectionResetError):
             # The server may reject and close before reading everything we send.
             pass

@@ -125,6 +125,7 @@ def test_script_reload_under_traffic_loses_and_doubles_nothing(
         "mitmdump", upstream, port, tmp_path / "confdir", "--set", f"counter_redis_url={redis_url}"
     )
     command[command.index(str(SCRIPT))] = str(script)
+    before = {c["id"] for c in redis_client.client_list()}
     proxy = Process(command, tmp_path / "mitmdump.log")
     url = f"http://127.0.0.1:{port}"
     try:
@@ -157,13 +158,20 @@ def test_script_reload_under_traffic_loses_and_doubles_nothing(
             raise AssertionError(f"{e}: {proxied} flows in the log; /status said {last}") from None
         print(f"\n{results.ok} requests through 3 reloads, all counted once")
 
-        def proxy_connections() -> int:
-            ours = redis_client.client_id()
-            return sum(1 for c in redis_client.client_list() if int(c["id"]) != ours)
+        def proxy_connections() -> list[str]:
+            # Connections made since the proxy started: not the leftovers of earlier tests.
+            return [
+                f"{c['id']} {c['addr']} age {c['age']}s"
+                for c in redis_client.client_list()
+                if c["id"] not in before
+            ]
 
         # The old instances' connections are closed. The current one has one: no request is
         # in flight, so its writer and its /status reads take turns on it.
-        wait_for(lambda: proxy_connections() <= 1, 15, "the old instances' connections to close")
+        try:
+            wait_for(lambda: len(proxy_connections()) <= 1, 30, "old connections to close")
+        except AssertionError as e:
+            raise AssertionError(f"{e}: {proxy_connections()}") from None
     finally:
         assert proxy.stop() == 0
     assert redis_client.get("counter") == str(results.ok).encode()

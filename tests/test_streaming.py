@@ -9,16 +9,15 @@ from __future__ import annotations
 import hashlib
 import json
 import random
-import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
-from types import TracebackType
 
 import httpx
 import pytest
 
 from tests.conftest import Proxy, ProxyFactory
+from tests.proc_stats import RssSampler
 from tests.upstream import CHUNK, PATTERN
 
 KiB = 1024
@@ -26,81 +25,8 @@ MiB = 1024 * KiB
 BIG = 256 * MiB
 # Chunked transfers are checked the same way; a smaller size keeps the file quick.
 CHUNKED_DOWNLOAD = 64 * MiB
-MAX_RSS_GROWTH = 64 * MiB
 TRANSFER_TIMEOUT = httpx.Timeout(60.0)
 SMALL_SIZES = [0, 1, 1023, 1024, 1025, 100 * KiB]
-
-
-def read_status_kib(pid: int, field: str) -> int:
-    """A `field:   N kB` line of /proc/<pid>/status, in bytes."""
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith(f"{field}:"):
-            return int(line.split()[1]) * KiB
-    raise AssertionError(f"no {field} in /proc/{pid}/status")
-
-
-def reset_peak_rss(pid: int) -> bool:
-    """Reset the process's VmHWM to its current RSS (Linux >= 4.0); whether that worked."""
-    try:
-        Path(f"/proc/{pid}/clear_refs").write_text("5")
-    except OSError:
-        return False
-    return True
-
-
-class RssSampler:
-    """Samples VmRSS of `pid` in a background thread; the baseline is taken on entry."""
-
-    def __init__(self, pid: int, interval: float = 0.01) -> None:
-        self.pid = pid
-        self.interval = interval
-        self.baseline = 0
-        self.peak = 0
-        self.samples = 0
-        self.hwm_reset = False
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, daemon=True)
-
-    def _run(self) -> None:
-        while True:
-            try:
-                rss = read_status_kib(self.pid, "VmRSS")
-            except (OSError, AssertionError):
-                return  # the process is gone: the transfer fails and says so
-            self.peak = max(self.peak, rss)
-            self.samples += 1
-            if self._stop.wait(self.interval):
-                return
-
-    def __enter__(self) -> RssSampler:
-        self.hwm_reset = reset_peak_rss(self.pid)
-        self.baseline = read_status_kib(self.pid, "VmRSS")
-        self.peak = self.baseline
-        self._thread.start()
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self._stop.set()
-        self._thread.join(10)
-        if self.hwm_reset:
-            # Catches a spike that fell between two samples.
-            self.peak = max(self.peak, read_status_kib(self.pid, "VmHWM"))
-
-    @property
-    def growth(self) -> int:
-        return self.peak - self.baseline
-
-    def check(self, what: str) -> None:
-        assert self.samples >= 2, f"too few RSS samples ({self.samples}) during {what}"
-        assert self.growth < MAX_RSS_GROWTH, (
-            f"mitmdump RSS grew by {self.growth / MiB:.1f} MiB during {what} "
-            f"(baseline {self.baseline / MiB:.1f} MiB, peak {self.peak / MiB:.1f} MiB)"
-        )
 
 
 def report(what: str, size: int, seconds: float, sampler: RssSampler) -> None:

@@ -5,18 +5,33 @@ kept) and the body's length and sha256.
 /code/NNN: that status code, with the echo as body where the code allows one.
 /respheaders: response headers with duplicates, in a known order.
 /download?size=N[&chunked=1]: N bytes, with Content-Length or chunked.
+/fault?sent=M[&length=N][&chunked=1][&end=reset|close]: the head of an N-byte body (or a
+  chunked one), M bytes of it (then, chunked, a chunk cut short), then a reset (SO_LINGER 0,
+  no FIN) or a plain close.
+/slow?delay=S[&size=N]: waits S seconds, or until the client goes away, then N bytes.
+/trickle?size=N&pieces=K&interval=S[&chunked=1]: N bytes in K pieces, S seconds apart.
+Bodies are the PATTERN's bytes; waits are capped at MAX_WAIT.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
+import os
+import select
+import socket
+import struct
 import sys
+import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from urllib.parse import parse_qs, urlsplit
 
 CHUNK = 64 * 1024
 PATTERN = bytes(range(256)) * (CHUNK // 256)
+# /fault's chunked body ends this many bytes into a chunk announced as CHUNK bytes.
+FAULT_PARTIAL = 1000
+# No endpoint keeps a thread waiting longer than this, whatever it is asked.
+MAX_WAIT = 120.0
 
 
 def pattern_bytes(size: int) -> list[bytes]:
@@ -68,6 +83,10 @@ class Handler(BaseHTTPRequestHandler):
         if url.path == "/download":
             self._download(parse_qs(url.query))
             return
+        faults = {"/fault": self._fault, "/slow": self._slow, "/trickle": self._trickle}
+        if url.path in faults:
+            faults[url.path](parse_qs(url.query))
+            return
         echo = json.dumps(
             {
                 "method": self.command,
@@ -115,6 +134,78 @@ class Handler(BaseHTTPRequestHandler):
                 self.wfile.write(b"%x\r\n%s\r\n" % (len(chunk), chunk))
             else:
                 self.wfile.write(chunk)
+        if chunked:
+            self.wfile.write(b"0\r\n\r\n")
+
+    def _fault(self, query: dict[str, list[str]]) -> None:
+        sent = int(query["sent"][0])
+        chunked = query.get("chunked") == ["1"]
+        self.send_response(200)
+        self.send_header("Content-Type", "application/octet-stream")
+        if chunked:
+            self.send_header("Transfer-Encoding", "chunked")
+        else:
+            length = int(query["length"][0])
+            assert sent < length, "a fault sends less than it announces"
+            self.send_header("Content-Length", str(length))
+        self.end_headers()
+        for chunk in pattern_bytes(sent):
+            self.wfile.write(b"%x\r\n%s\r\n" % (len(chunk), chunk) if chunked else chunk)
+        if chunked:
+            self.wfile.write(b"%x\r\n%s" % (CHUNK, PATTERN[:FAULT_PARTIAL]))
+        self.close_connection = True
+        if query.get("end", ["reset"]) == ["reset"]:
+            self.connection.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+            # Closed here: the server's own shutdown(SHUT_WR) would send a FIN before the reset.
+            os.close(self.connection.detach())
+
+    def _client_left_within(self, seconds: float) -> bool:
+        """Wait `seconds`; True as soon as the client closes or resets the connection."""
+        deadline = time.monotonic() + seconds
+        while (left := deadline - time.monotonic()) > 0:
+            readable, _, _ = select.select([self.connection], [], [], left)
+            if not readable:
+                continue
+            try:
+                if not self.connection.recv(1, socket.MSG_PEEK):
+                    return True
+            except OSError:
+                return True
+            # The client sent more: it is still there, and we can't wait on it any longer.
+            time.sleep(max(0.0, deadline - time.monotonic()))
+        return False
+
+    def _slow(self, query: dict[str, list[str]]) -> None:
+        delay = min(float(query["delay"][0]), MAX_WAIT)
+        if self._client_left_within(delay):
+            self.close_connection = True
+            return
+        body = b"".join(pattern_bytes(int(query.get("size", ["1024"])[0])))
+        self.send_response(200)
+        self.send_header("Content-Type", "application/octet-stream")
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    def _trickle(self, query: dict[str, list[str]]) -> None:
+        body = b"".join(pattern_bytes(int(query["size"][0])))
+        pieces = max(1, int(query["pieces"][0]))
+        interval = min(float(query["interval"][0]), MAX_WAIT / pieces)
+        chunked = query.get("chunked") == ["1"]
+        self.send_response(200)
+        self.send_header("Content-Type", "application/octet-stream")
+        if chunked:
+            self.send_header("Transfer-Encoding", "chunked")
+        else:
+            self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        step = -(-len(body) // pieces)
+        for i in range(pieces):
+            if i:
+                time.sleep(interval)
+            piece = body[i * step : (i + 1) * step]
+            if piece:
+                self.wfile.write(b"%x\r\n%s\r\n" % (len(piece), piece) if chunked else piece)
         if chunked:
             self.wfile.write(b"0\r\n\r\n")
 
