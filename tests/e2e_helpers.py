@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import socket
 import time
@@ -98,3 +99,17 @@ def counter_of(url: str, path: str = "/status") -> int:
     value = body["counter"]
     assert isinstance(value, int) and not isinstance(value, bool), body
     return value
+
+
+def concurrent_gets(
+    url: str, count: int, connections: int = 100, timeout: float = 60.0
+) -> list[httpx.Response]:
+    """GETs of `url`/0 to `url`/`count - 1`, `connections` at a time, all within `timeout` s."""
+
+    async def run() -> list[httpx.Response]:
+        limits = httpx.Limits(max_connections=connections)
+        async with httpx.AsyncClient(limits=limits, timeout=30) as client:
+            async with asyncio.timeout(timeout):
+                return await asyncio.gather(*(client.get(f"{url}/{i}") for i in range(count)))
+
+    return asyncio.run(run())

@@ -7,7 +7,6 @@ Each test that stops, restarts or pauses Redis runs its own redis-server (`own_r
 
 from __future__ import annotations
 
-import asyncio
 import json
 import re
 import signal
@@ -22,7 +21,7 @@ import redis
 
 from counting_addon.embedded_redis import EmbeddedRedis
 from tests.conftest import Proxy, ProxyFactory, start_redis, wait_for
-from tests.e2e_helpers import counter_of, status_of
+from tests.e2e_helpers import concurrent_gets, counter_of, status_of
 from tests.load import Load
 
 UNREACHABLE = "Redis unreachable"
@@ -129,22 +128,11 @@ def script_calls(client: redis.Redis) -> int:
     )
 
 
-async def _burst(url: str, count: int) -> list[int]:
-    limits = httpx.Limits(max_connections=BURST_CONNECTIONS)
-    async with httpx.AsyncClient(limits=limits, timeout=30) as client:
-
-        async def one(i: int) -> int:
-            return (await client.get(f"{url}/burst/{i}")).status_code
-
-        async with asyncio.timeout(BURST_TIMEOUT):
-            return await asyncio.gather(*(one(i) for i in range(count)))
-
-
 def burst(url: str, count: int = BURST) -> int:
     """`count` GETs as fast as `BURST_CONNECTIONS` connections go; how many got a 200."""
-    codes = asyncio.run(_burst(url, count))
-    assert len(codes) == count
-    return codes.count(200)
+    responses = concurrent_gets(f"{url}/burst", count, BURST_CONNECTIONS, BURST_TIMEOUT)
+    assert len(responses) == count
+    return [r.status_code for r in responses].count(200)
 
 
 def send(url: str, path: str, count: int) -> None:

@@ -8,7 +8,6 @@ proxying goes on, every count waits in memory, and shutdown reports exactly thos
 
 from __future__ import annotations
 
-import asyncio
 import json
 import re
 import time
@@ -23,7 +22,7 @@ import redis
 from counting_addon.embedded_redis import EmbeddedRedis
 from counting_addon.redis_counter import check_url
 from tests.conftest import Process, Proxy, ProxyFactory, free_port, proxy_command, wait_for
-from tests.e2e_helpers import counter_of, status_of
+from tests.e2e_helpers import concurrent_gets, counter_of, status_of
 from tests.tls import (
     HOW_TO_GET_ONE,
     Certificates,
@@ -95,20 +94,10 @@ def rogue_redis(redis_binary: Path, certs: Certificates, tmp_path: Path) -> Iter
 # --- helpers -----------------------------------------------------------------------------------
 
 
-async def _burst(url: str, count: int) -> list[int]:
-    limits = httpx.Limits(max_connections=CONNECTIONS)
-    async with httpx.AsyncClient(limits=limits, timeout=30) as client:
-
-        async def one(i: int) -> int:
-            return (await client.get(f"{url}/tls/{i}")).status_code
-
-        async with asyncio.timeout(BURST_TIMEOUT):
-            return await asyncio.gather(*(one(i) for i in range(count)))
-
-
 def send(url: str, count: int) -> None:
     """`count` proxied GETs, `CONNECTIONS` at a time; every one must get a 200."""
-    codes = asyncio.run(_burst(url, count))
+    responses = concurrent_gets(f"{url}/tls", count, CONNECTIONS, BURST_TIMEOUT)
+    codes = [r.status_code for r in responses]
     assert codes == [200] * count, sorted(set(codes))
 
 

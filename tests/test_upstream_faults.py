@@ -11,7 +11,6 @@ The helpers measuring the proxy (`Resources`, `check_peak_rss`) serve test_clien
 
 from __future__ import annotations
 
-import asyncio
 import os
 import socket
 import statistics
@@ -27,7 +26,7 @@ import httpx
 import pytest
 
 from tests.conftest import Proxy, ProxyFactory, free_port, wait_for
-from tests.e2e_helpers import RawResponse, counter_of, raw_exchange
+from tests.e2e_helpers import RawResponse, concurrent_gets, counter_of, raw_exchange
 from tests.proc_stats import MAX_RSS_GROWTH, KiB, MiB, RssSampler, status_bytes
 from tests.upstream import FAULT_PARTIAL, PATTERN
 
@@ -225,11 +224,6 @@ SEQUENTIAL = 20
 CONCURRENT = 30
 
 
-async def concurrent_gets(url: str, count: int) -> list[httpx.Response]:
-    async with httpx.AsyncClient(timeout=30) as client, asyncio.timeout(60):
-        return await asyncio.gather(*(client.get(f"{url}/concurrent/{i}") for i in range(count)))
-
-
 def test_upstream_down_every_request_gets_502_and_is_counted(
     start_proxy: ProxyFactory, redis_url: str
 ) -> None:
@@ -244,7 +238,7 @@ def test_upstream_down_every_request_gets_502_and_is_counted(
                 responses.append(client.post(f"/post/{i}", content=b"x" * (i * 100)))
             else:
                 responses.append(client.get(f"/get/{i}"))
-    responses += asyncio.run(concurrent_gets(p.url, CONCURRENT))
+    responses += concurrent_gets(f"{p.url}/concurrent", CONCURRENT)
 
     codes = Counter(r.status_code for r in responses)
     print(f"{len(responses)} requests to a dead upstream: {dict(codes)}")

@@ -122,38 +122,36 @@ class Handler(BaseHTTPRequestHandler):
         self.end_headers()
         self.wfile.write(echo)
 
-    def _download(self, query: dict[str, list[str]]) -> None:
-        size = int(query["size"][0])
-        chunked = query.get("chunked") == ["1"]
+    def _begin_body(self, length: int, chunked: bool) -> None:
+        """A 200 head for a binary body of `length` bytes, or chunked."""
         self.send_response(200)
         self.send_header("Content-Type", "application/octet-stream")
         if chunked:
             self.send_header("Transfer-Encoding", "chunked")
         else:
-            self.send_header("Content-Length", str(size))
+            self.send_header("Content-Length", str(length))
         self.end_headers()
+
+    def _send_piece(self, piece: bytes, chunked: bool) -> None:
+        self.wfile.write(b"%x\r\n%s\r\n" % (len(piece), piece) if chunked else piece)
+
+    def _download(self, query: dict[str, list[str]]) -> None:
+        size = int(query["size"][0])
+        chunked = query.get("chunked") == ["1"]
+        self._begin_body(size, chunked)
         for chunk in pattern_bytes(size):
-            if chunked:
-                self.wfile.write(b"%x\r\n%s\r\n" % (len(chunk), chunk))
-            else:
-                self.wfile.write(chunk)
+            self._send_piece(chunk, chunked)
         if chunked:
             self.wfile.write(b"0\r\n\r\n")
 
     def _fault(self, query: dict[str, list[str]]) -> None:
         sent = int(query["sent"][0])
         chunked = query.get("chunked") == ["1"]
-        self.send_response(200)
-        self.send_header("Content-Type", "application/octet-stream")
-        if chunked:
-            self.send_header("Transfer-Encoding", "chunked")
-        else:
-            length = int(query["length"][0])
-            assert sent < length, "a fault sends less than it announces"
-            self.send_header("Content-Length", str(length))
-        self.end_headers()
+        length = 0 if chunked else int(query["length"][0])
+        assert chunked or sent < length, "a fault sends less than it announces"
+        self._begin_body(length, chunked)
         for chunk in pattern_bytes(sent):
-            self.wfile.write(b"%x\r\n%s\r\n" % (len(chunk), chunk) if chunked else chunk)
+            self._send_piece(chunk, chunked)
         if chunked:
             self.wfile.write(b"%x\r\n%s" % (CHUNK, PATTERN[:FAULT_PARTIAL]))
         self.close_connection = True
@@ -184,10 +182,7 @@ class Handler(BaseHTTPRequestHandler):
             self.close_connection = True
             return
         body = b"".join(pattern_bytes(int(query.get("size", ["1024"])[0])))
-        self.send_response(200)
-        self.send_header("Content-Type", "application/octet-stream")
-        self.send_header("Content-Length", str(len(body)))
-        self.end_headers()
+        self._begin_body(len(body), chunked=False)
         self.wfile.write(body)
 
     def _trickle(self, query: dict[str, list[str]]) -> None:
@@ -195,20 +190,14 @@ class Handler(BaseHTTPRequestHandler):
         pieces = max(1, int(query["pieces"][0]))
         interval = min(float(query["interval"][0]), MAX_WAIT / pieces)
         chunked = query.get("chunked") == ["1"]
-        self.send_response(200)
-        self.send_header("Content-Type", "application/octet-stream")
-        if chunked:
-            self.send_header("Transfer-Encoding", "chunked")
-        else:
-            self.send_header("Content-Length", str(len(body)))
-        self.end_headers()
+        self._begin_body(len(body), chunked)
         step = -(-len(body) // pieces)
         for i in range(pieces):
             if i:
                 time.sleep(interval)
             piece = body[i * step : (i + 1) * step]
             if piece:
-                self.wfile.write(b"%x\r\n%s\r\n" % (len(piece), piece) if chunked else piece)
+                self._send_piece(piece, chunked)
         if chunked:
             self.wfile.write(b"0\r\n\r\n")
 
