@@ -10,11 +10,11 @@ __all__ = ["CountRequests", "CountingProxy", "StatusEndpoint", "StreamBodies"]
 
 
 class CountingProxy:
-    """The whole addon: status endpoint, request counter and body streaming.
-
-    Order matters: the status endpoint marks its flows before the others skip them.
-    """
+    """The whole addon: status endpoint, request counter and body streaming, each by name."""
 
     def __init__(self) -> None:
-        counting = CountRequests()
-        self.addons = [StatusEndpoint(counting), counting, StreamBodies()]
+        self.counting = CountRequests()
+        self.status = StatusEndpoint(self.counting)
+        self.streaming = StreamBodies()
+        # Order matters: the status endpoint marks its flows before the others skip them.
+        self.addons = [self.status, self.counting, self.streaming]

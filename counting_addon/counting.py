@@ -3,21 +3,35 @@
 from __future__ import annotations
 
 import logging
-import os
+from collections.abc import Generator
+from typing import Any
 
 from mitmproxy import ctx, exceptions, http
 from mitmproxy.addonmanager import Loader
 
 from counting_addon.option_errors import reported_cleanly
-from counting_addon.redis_counter import RedisCounter, check_url, redact
+from counting_addon.redis_counter import RedisCounter, close_all
+from counting_addon.redis_url import DEFAULT_URL, check_url, default_url, redact
+from counting_addon.status import is_status_flow
 
 logger = logging.getLogger(__name__)
 
-DEFAULT_URL = "redis://localhost:6379/0"
 # Shutdown waits this long for the last counts to reach Redis.
 CLOSE_TIMEOUT = 3.0
-# Set by StatusEndpoint on flows it answers itself; those are not counted.
-STATUS_FLOW = "counting_addon.status"
+# A counter replaced by an option change or a script reload goes on writing its counts in the
+# background this long: Redis outages last minutes, and its counts are as real as any.
+RETIRE_BOUND = 600.0
+
+
+class Shutdown:
+    """What `done` returns: mitmproxy awaits it on shutdown, and drops it on a script reload.
+
+    Not a coroutine: one dropped unawaited would be a warning. This one makes its coroutine only
+    when awaited.
+    """
+
+    def __await__(self) -> Generator[Any, None, None]:
+        return close_all(CLOSE_TIMEOUT).__await__()
 
 
 class CountRequests:
@@ -28,7 +42,7 @@ class CountRequests:
         loader.add_option(
             "counter_redis_url",
             str,
-            os.environ.get("REDIS_URL", DEFAULT_URL),
+            default_url(),
             # One line, exactly as mitmproxy stores it: otherwise a script reload sees a
             # "different" option and resets the user's value to the default.
             "Redis holding the shared counter: redis://[[user]:password@]host[:port][/db], "
@@ -57,26 +71,19 @@ class CountRequests:
                 f"counter_key: {key!r} must be a non-empty printable string"
             )
         if self.counter is not None:
-            self._close(self.counter)
+            self.counter.retire(RETIRE_BOUND)
         self.counter = RedisCounter(url, key)
         logger.info(f"counting requests in Redis at {redact(url)}, key {key!r}")
 
     def requestheaders(self, flow: http.HTTPFlow) -> None:
         # A flow that arrives with an error was rejected by mitmproxy and never proxied.
-        if flow.error is None and not flow.metadata.get(STATUS_FLOW):
+        if flow.error is None and not is_status_flow(flow):
             assert self.counter, "configure() runs before any flow"
             self.counter.add()
 
-    def done(self) -> None:
-        # Plain def: mitmproxy calls done synchronously on script reload.
+    def done(self) -> Shutdown:
+        # Plain def: on a script reload mitmproxy calls done synchronously, and this counter
+        # writes what it has left in the background while the new instance takes over.
         if self.counter is not None:
-            self._close(self.counter)
-
-    @staticmethod
-    def _close(counter: RedisCounter) -> None:
-        lost = counter.close(CLOSE_TIMEOUT)
-        if lost:
-            logger.warning(
-                f"{lost} counts could not be written to Redis at {redact(counter.url)} "
-                f"and are lost: {counter.problem or 'timed out'}"
-            )
+            self.counter.retire(RETIRE_BOUND)
+        return Shutdown()

@@ -4,82 +4,46 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import enum
 import logging
-import os
 import random
 import time
 import uuid
 from typing import Any
-from urllib.parse import unquote, urlsplit
 
-import redis
 import redis.asyncio
 import redis.asyncio.retry
 import redis.retry
 from redis.backoff import NoBackoff
 
+from counting_addon.failures import Failure, classify, not_an_integer
 from counting_addon.ledger import Batch, Ledger
+from counting_addon.redis_url import redact, uses_tls
 
 logger = logging.getLogger(__name__)
 
 # Applies a batch only if its sequence number is new for this writer, so resending a batch
 # whose reply was lost cannot count it twice. The writer's key expires: dead processes
-# leave nothing behind. Returns the counter's value, which saves /status a round trip.
+# leave nothing behind. Returns the counter's value, which saves /status a round trip: as
+# GET's string, since a Lua number is a double and INCRBY's reply would lose digits past 2^53.
 APPLY_BATCH = """
-local seq = tonumber(ARGV[1])
-if seq <= tonumber(redis.call('GET', KEYS[2]) or '0') then
-  return tonumber(redis.call('GET', KEYS[1]))
+if tonumber(ARGV[1]) > tonumber(redis.call('GET', KEYS[2]) or '0') then
+  redis.call('INCRBY', KEYS[1], ARGV[2])
+  redis.call('SET', KEYS[2], ARGV[1], 'EX', ARGV[3])
 end
-local value = redis.call('INCRBY', KEYS[1], ARGV[2])
-redis.call('SET', KEYS[2], ARGV[1], 'EX', ARGV[3])
-return value
+return redis.call('GET', KEYS[1])
 """
 WRITER_KEY_TTL = 7 * 24 * 3600
-# Files a rediss:// URL may name; a missing one would only show as a failed connection.
-TLS_FILES = ("ssl_ca_certs", "ssl_certfile", "ssl_keyfile", "ssl_ca_path")
 CONNECT_TIMEOUT = 1.0
 # Long enough to ride out a Redis that stalls writes for a second, short enough to notice a hang.
 COMMAND_TIMEOUT = 2.5
 BACKOFF_FIRST = 0.05
 BACKOFF_CAP = 5.0
+# While shutting down, a failed write is retried this soon, until the shutdown's bound passes.
+SHUTDOWN_RETRY = 0.1
 # Under load, counts gather this long between writes, so that Redis sees about ten writes a
 # second whatever the request rate. An idle proxy writes at once; /status never waits for it.
 WRITE_INTERVAL = 0.1
-
-
-class CounterUnavailable(Exception):
-    """The counter can't be read right now; the message says why."""
-
-
-def _split_password(url: str) -> tuple[str, str, str] | None:
-    """(what precedes the password, the password as typed, what follows it), if there is one.
-
-    Read off the raw text: a password may hold '/', '?' or '#' unencoded, which ends the host
-    part for urlsplit and would leave the password in plain sight.
-    """
-    scheme, sep, rest = url.partition("://")
-    if not sep:
-        scheme, rest = "", url
-    userinfo, at, host = rest.rpartition("@")
-    user, colon, password = userinfo.partition(":")
-    if not (at and colon and password):
-        return None
-    return f"{scheme}{sep}{user}:", password, f"@{host}"
-
-
-def redact(url: str) -> str:
-    """The URL with any password replaced, fit for logs and error messages."""
-    parts = _split_password(url)
-    return url if parts is None else f"{parts[0]}***{parts[2]}"
-
-
-def scrub(text: str, url: str) -> str:
-    """`text` (an error about `url`) with the URL's password, as typed or decoded, replaced."""
-    parts = _split_password(url)
-    if parts is not None:
-        for form in sorted({parts[1], unquote(parts[1])}, key=len, reverse=True):
-            text = text.replace(form, "***")
-    return text
 
 
 def client_options(retry: type[redis.retry.Retry | redis.asyncio.retry.Retry]) -> dict[str, Any]:
@@ -92,49 +56,34 @@ def client_options(retry: type[redis.retry.Retry | redis.asyncio.retry.Retry]) -
     }
 
 
-def check_url(url: str) -> None:
-    """Raise ValueError, naming no password, if redis-py can't use `url`."""
-    secret = _split_password(url)
-    if secret is not None and any(c in secret[1] for c in "/?#"):
-        # Or the URL parser ends the host there and quotes bits of the password in its errors.
-        raise ValueError(
-            f"{redact(url)} is not a Redis URL: percent-encode '/', '?' and '#' in the password "
-            "(%2F, %3F, %23)"
-        )
-    try:
-        options = redis.connection.parse_url(url)
-        parts = urlsplit(url)
-        # redis-py silently ignores a database that is not a number.
-        if parts.scheme != "unix" and not parts.path.strip("/").isdigit() and parts.path.strip("/"):
-            raise ValueError(f"database {parts.path.strip('/')!r} is not a number")
-        # A misspelt query argument only fails when a connection is made: make one, unconnected.
-        for client in (redis.Redis, redis.asyncio.Redis):
-            client.from_url(url).connection_pool.make_connection()
-        for name in TLS_FILES:
-            if options.get(name) and not os.path.exists(options[name]):
-                raise ValueError(f"{name}: no such file {options[name]!r}")
-    except (ValueError, TypeError, redis.RedisError) as e:
-        raise ValueError(f"{redact(url)} is not a Redis URL: {scrub(str(e), url)}") from None
+class CounterUnavailable(Exception):
+    """The counter can't be read right now; `failure` says why."""
+
+    def __init__(self, failure: Failure) -> None:
+        super().__init__(failure.message)
+        self.failure = failure
 
 
-def _problem(e: BaseException, key: str, tls: bool) -> str:
-    """What went wrong, in one line that names no secret."""
-    if getattr(e, "status_code", None) == "NOAUTH":
-        # redis-py's words are about the HELLO it sent, not about what is wrong.
-        return "Redis refused us: NOAUTH, it requires a password and the URL has none"
-    if isinstance(e, redis.AuthenticationError | redis.exceptions.NoPermissionError):
-        return f"Redis refused us: {e}"
-    if isinstance(e, redis.ConnectionError | redis.TimeoutError | OSError):
-        # A TLS mismatch shows only as a timeout or a reset: say what may be behind it.
-        hint = ""
-        if tls and isinstance(e, redis.TimeoutError | TimeoutError):
-            hint = " (the URL is rediss://: does this server speak TLS?)"
-        elif not tls and "reset by peer" in str(e):
-            hint = " (a server expecting TLS does this to plain connections: rediss://?)"
-        return f"Redis unreachable: {e or type(e).__name__}{hint}"
-    if "not an integer" in str(e):
-        return f"Redis error: the value under key {key!r} is not an integer"
-    return f"Redis error: {e}"
+# Every counter whose writer task runs, retired ones included: shutdown writes what each has
+# left. Module-level, as a script reload makes new addons but not a new module.
+_running: set[RedisCounter] = set()
+
+
+async def close_all(bound: float) -> None:
+    """Shutdown: every running counter writes what it has left, all within `bound` seconds."""
+    counters = list(_running)
+    for counter in counters:  # all at once, before any retirement is announced
+        counter.shut_down(bound)
+    await asyncio.gather(*(counter.close(bound) for counter in counters))
+
+
+class Phase(enum.Enum):
+    COUNTING = "counting"
+    # Replaced after an option change or a script reload: writes what it has left, in the
+    # background, within the retirement's bound.
+    RETIRED = "retired"
+    # The proxy is exiting: writes what it has left at once, within the shutdown's bound.
+    SHUTTING_DOWN = "shutting down"
 
 
 class RedisCounter:
@@ -142,6 +91,8 @@ class RedisCounter:
 
     `add` never waits. One task writes what accumulated, one batch at a time and at most one
     per WRITE_INTERVAL, and retries the same batch with backoff until Redis acknowledges it.
+    Once retired (replaced after an option change or a script reload), the task goes on until
+    every count is written or the retirement's bound passes, then lets go of Redis.
     """
 
     # The Lua script that applies a batch (a class attribute so that a test can show what
@@ -152,6 +103,8 @@ class RedisCounter:
         self.url = url
         self.key = key
         self.ledger = Ledger()
+        self.problem: Failure | None = None
+        self.phase = Phase.COUNTING
         self._writer_key = f"{key}:writer:{uuid.uuid4().hex}"
         self._client: redis.asyncio.Redis = redis.asyncio.Redis.from_url(
             url, **client_options(redis.asyncio.retry.Retry)
@@ -159,19 +112,76 @@ class RedisCounter:
         self._apply = self._client.register_script(self.apply_batch)
         self._wake = asyncio.Event()
         self._hurry = asyncio.Event()
+        # Set on shutting down: cuts short a backoff.
+        self._closing = asyncio.Event()
         self._progress = asyncio.Event()
         self._writing = asyncio.Lock()
         self._last_write = -WRITE_INTERVAL
         self._written_value: int | None = None
         self._task: asyncio.Task[None] | None = None
-        self.problem: str | None = None
-        self._closed = False
+        # When the writer gives up (event loop time); None until the counter is retired.
+        self._deadline: float | None = None
+        self._lifetime: asyncio.Timeout | None = None
+        self._left_at_retirement = 0
+
+    @property
+    def unwritten(self) -> int:
+        """Counts not yet acknowledged by Redis."""
+        return self.ledger.unwritten
 
     def add(self) -> None:
         self.ledger.add()
-        if self._task is None and not self._closed:
-            self._task = asyncio.get_running_loop().create_task(self._write_forever())
+        self._start()
         self._wake.set()
+
+    def retire(self, bound: float) -> None:
+        """Take no more counts; write those left in the background for up to `bound` seconds.
+
+        Synchronous and free of I/O: called from configure() and, on a script reload, from
+        done(), both on the event loop.
+        """
+        if self.phase is not Phase.COUNTING:
+            return
+        self.phase = Phase.RETIRED
+        try:
+            loop = asyncio.get_running_loop()
+        except RuntimeError:  # no loop: nothing was ever counted or connected from one
+            return
+        self._set_deadline(loop.time() + bound)
+        self._start()
+        self._wake.set()
+        # On the loop's next turn: on shutdown, mitmproxy calls done(), and so this, just
+        # before close(), which leaves no retirement to announce.
+        loop.call_soon(self._announce_retirement, bound)
+
+    def _announce_retirement(self, bound: float) -> None:
+        if self.unwritten and self.phase is Phase.RETIRED:
+            self._left_at_retirement = self.unwritten
+            logger.info(
+                f"{self._left_at_retirement} counts for key {self.key!r} at {redact(self.url)} "
+                f"are not written yet: writing them in the background for up to {bound:.0f} s"
+            )
+
+    def shut_down(self, bound: float) -> None:
+        """Write what is left at once, retrying failures quickly, for at most `bound` seconds."""
+        self.phase = Phase.SHUTTING_DOWN
+        deadline = asyncio.get_running_loop().time() + bound
+        if self._deadline is None or deadline < self._deadline:
+            self._set_deadline(deadline)
+        self._closing.set()
+        self._hurry.set()
+        self._wake.set()
+        self._start()
+
+    async def close(self, bound: float) -> int:
+        """Shut down, and wait until the counter has let go of Redis.
+
+        Returns the number of counts that could not be written.
+        """
+        self.shut_down(bound)
+        assert self._task is not None
+        await asyncio.wait({self._task})  # a task cancelled by loop teardown raises nothing
+        return self.unwritten
 
     async def read(self) -> int:
         """The shared count once this process's counts are written; CounterUnavailable if not.
@@ -195,33 +205,67 @@ class RedisCounter:
         try:
             raw = await self._client.get(self.key)
         except Exception as e:  # whatever it is, /status answers 503 rather than fail
-            raise CounterUnavailable(self._problem(e)) from None
+            raise CounterUnavailable(self._classify(e)) from None
         try:
             return int(raw or 0)
         except ValueError:
-            raise CounterUnavailable(
-                f"the value under key {self.key!r} is not an integer"
-            ) from None
+            raise CounterUnavailable(not_an_integer(self.key)) from None
 
-    def _args(self, batch: Batch) -> tuple[list[str], list[int]]:
-        return [self.key, self._writer_key], [batch.seq, batch.amount, WRITER_KEY_TTL]
+    def _start(self) -> None:
+        if self._task is None:
+            self._task = asyncio.get_running_loop().create_task(self._run())
+            _running.add(self)
+            # Not at the end of _run: a task cancelled before its first step never runs it.
+            self._task.add_done_callback(lambda _: _running.discard(self))
 
-    async def _write_forever(self) -> None:
+    def _set_deadline(self, when: float) -> None:
+        self._deadline = when
+        if self._lifetime is not None and not self._lifetime.expired():
+            self._lifetime.reschedule(when)
+
+    async def _run(self) -> None:
+        try:
+            async with asyncio.timeout_at(self._deadline) as self._lifetime:
+                await self._write_until_retired()
+        except TimeoutError:
+            pass
+        finally:
+            self._lifetime = None
+            await self._let_go()
+
+    async def _write_until_retired(self) -> None:
         failures = 0
-        while True:
-            if self.ledger.in_flight is None and not self.ledger.pending:
+        while self.phase is Phase.COUNTING or self.unwritten:
+            if not self.unwritten:
                 self._wake.clear()
                 await self._wake.wait()
+                continue
             await self._gather_counts()
             try:
                 await self._write_batch()
             except Exception:  # whatever it is, the counts must not stop being written
                 failures += 1
-                # Jitter: processes sharing one Redis don't reconnect in lockstep.
-                cap = min(BACKOFF_CAP, BACKOFF_FIRST * 2**failures)
-                await asyncio.sleep(random.uniform(cap / 2, cap))
+                await self._back_off(failures)
                 continue
             failures = 0
+
+    async def _let_go(self) -> None:
+        with contextlib.suppress(Exception):
+            async with asyncio.timeout(CONNECT_TIMEOUT):
+                await self._client.aclose()
+        if self.unwritten:
+            logger.warning(
+                f"{self.unwritten} counts could not be written to Redis at {redact(self.url)} "
+                f"and are lost: {self.problem or 'timed out'}"
+            )
+        elif self._left_at_retirement:
+            logger.info(
+                f"the {self._left_at_retirement} counts left for key {self.key!r} at "
+                f"{redact(self.url)} are written"
+            )
+
+    def _args(self, batch: Batch) -> tuple[list[str], list[int]]:
+        return [self.key, self._writer_key], [batch.seq, batch.amount, WRITER_KEY_TTL]
 
     async def _write_batch(self) -> None:
         """Write the batch due, if any; one writer at a time, the background task or a reader."""
@@ -237,7 +281,7 @@ class RedisCounter:
                 self._failed(e)
                 raise
             self.ledger.ack(batch)
-            self._written_value = value
+            self._written_value = None if value is None else int(value)
             self._recovered()
             self._progress.set()
             self._progress = asyncio.Event()
@@ -249,62 +293,34 @@ class RedisCounter:
             with contextlib.suppress(TimeoutError):
                 async with asyncio.timeout(delay):
                     await self._hurry.wait()
-        self._hurry.clear()
+        if self.phase is not Phase.SHUTTING_DOWN:
+            self._hurry.clear()
 
-    def _problem(self, e: BaseException) -> str:
-        return _problem(e, self.key, tls=self.url.startswith("rediss://"))
+    async def _back_off(self, failures: int) -> None:
+        """Wait before retrying a failed write; a shutdown cuts the wait to SHUTDOWN_RETRY."""
+        cap = min(BACKOFF_CAP, BACKOFF_FIRST * 2**failures)
+        # Jitter: processes sharing one Redis don't reconnect in lockstep.
+        delay = random.uniform(cap / 2, cap)
+        if self.phase is Phase.SHUTTING_DOWN:
+            await asyncio.sleep(min(delay, SHUTDOWN_RETRY))
+            return
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(delay):
+                await self._closing.wait()
+
+    def _classify(self, e: BaseException) -> Failure:
+        return classify(e, self.key, tls=uses_tls(self.url))
 
     def _failed(self, e: BaseException) -> None:
-        problem = self._problem(e)
-        if self.problem is None or problem.split(":")[0] != self.problem.split(":")[0]:
+        failure = self._classify(e)
+        if self.problem is None or failure.kind is not self.problem.kind:
             logger.warning(
-                f"{problem} ({redact(self.url)}); proxying goes on, "
-                f"counts wait in memory ({self.ledger.unwritten} so far)"
+                f"{failure} ({redact(self.url)}); proxying goes on, "
+                f"counts wait in memory ({self.unwritten} so far)"
             )
-        self.problem = problem
+        self.problem = failure
 
     def _recovered(self) -> None:
         if self.problem is not None:
             logger.info(f"Redis is back to accepting counts ({redact(self.url)})")
             self.problem = None
-
-    def close(self, timeout: float) -> int:
-        """Stop writing in the background, write what is left within `timeout` seconds.
-
-        Synchronous, as mitmproxy calls `done` synchronously on script reload. Returns the
-        number of counts that could not be written.
-        """
-        self._closed = True
-        if self._task is not None:
-            self._task.cancel()
-        deadline = time.monotonic() + timeout
-        if self.ledger.unwritten:
-            self._flush_blocking(deadline)
-        try:
-            asyncio.get_running_loop().create_task(self._client.aclose())
-        except RuntimeError:  # no loop: nothing was ever connected from one
-            pass
-        return self.ledger.unwritten
-
-    def _flush_blocking(self, deadline: float) -> None:
-        # The cancelled task may have sent its batch already: resending it is safe, the script
-        # applies each sequence number once.
-        with redis.Redis.from_url(self.url, **client_options(redis.retry.Retry)) as client:
-            apply = client.register_script(self.apply_batch)
-            while (batch := self.ledger.next_batch()) is not None:
-                left = deadline - time.monotonic()
-                if left <= 0:
-                    return
-                client.connection_pool.connection_kwargs["socket_timeout"] = left
-                client.connection_pool.connection_kwargs["socket_connect_timeout"] = min(
-                    left, CONNECT_TIMEOUT
-                )
-                keys, args = self._args(batch)
-                try:
-                    apply(keys, args)
-                except Exception as e:  # shutdown must get to reporting what is lost
-                    self._failed(e)
-                    client.connection_pool.disconnect()
-                    time.sleep(min(0.1, max(0.0, deadline - time.monotonic())))
-                    continue
-                self.ledger.ack(batch)

@@ -13,9 +13,8 @@ from pathlib import Path
 from types import FrameType
 from urllib.parse import urlsplit
 
-from counting_addon.counting import DEFAULT_URL
 from counting_addon.embedded_redis import EmbeddedRedis, answers
-from counting_addon.redis_counter import check_url, redact
+from counting_addon.redis_url import check_url, default_url, redact
 
 ROOT = Path(__file__).resolve().parent.parent
 SCRIPT = Path(__file__).resolve().parent / "addon.py"
@@ -25,7 +24,7 @@ USAGE = "usage: scripts/run [--web] UPSTREAM_URL [mitmdump/mitmweb arguments...]
 
 def redis_url(args: list[str]) -> str:
     """The counter_redis_url the proxy will use: from --set, else REDIS_URL, else the default."""
-    url = os.environ.get("REDIS_URL", DEFAULT_URL)
+    url = default_url()
     for i, arg in enumerate(args):
         value = args[i + 1] if arg == "--set" and i + 1 < len(args) else arg.removeprefix("--set=")
         if value.startswith("counter_redis_url="):

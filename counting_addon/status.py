@@ -7,6 +7,7 @@ import json
 import logging
 import time
 from collections.abc import Awaitable
+from typing import TYPE_CHECKING
 
 from mitmproxy import ctx, exceptions, http
 from mitmproxy.addonmanager import Loader
@@ -14,9 +15,11 @@ from mitmproxy.net.http.http1 import expected_http_body_size
 from mitmproxy.proxy.mode_specs import ProxyMode, ReverseMode
 from mitmproxy.utils import human
 
-from counting_addon.counting import STATUS_FLOW, CountRequests
 from counting_addon.option_errors import reported_cleanly
 from counting_addon.redis_counter import CounterUnavailable
+
+if TYPE_CHECKING:
+    from counting_addon.counting import CountRequests
 
 logger = logging.getLogger(__name__)
 
@@ -29,6 +32,12 @@ READ_TIMEOUT = 1.5
 # refused by closing the connection rather than buffering it.
 MAX_STATUS_BODY = 64 * 1024
 ALLOWED = ("GET", "HEAD")
+# Marks the flows StatusEndpoint answers itself: the other addons neither count nor stream them.
+STATUS_FLOW = "counting_addon.status"
+
+
+def is_status_flow(flow: http.HTTPFlow) -> bool:
+    return bool(flow.metadata.get(STATUS_FLOW))
 
 
 def uptime() -> int:
@@ -118,7 +127,7 @@ class StatusEndpoint:
     def request(self, flow: http.HTTPFlow) -> Awaitable[None] | None:
         # Not async itself: mitmproxy awaits what a hook returns, and every other request
         # then skips making and awaiting a coroutine.
-        if not flow.metadata.get(STATUS_FLOW) or flow.response or flow.error:
+        if not is_status_flow(flow) or flow.response or flow.error:
             return None
         return self._answer(flow)
 
@@ -133,13 +142,13 @@ class StatusEndpoint:
             async with asyncio.timeout(READ_TIMEOUT):
                 value = await counter.read()
         except (CounterUnavailable, TimeoutError) as e:
-            problem = str(e) if isinstance(e, CounterUnavailable) else counter.problem
+            problem = e.failure if isinstance(e, CounterUnavailable) else counter.problem
             flow.response = json_response(
                 503,
                 {
-                    "error": problem or "Redis did not answer in time",
+                    "error": str(problem or "Redis did not answer in time"),
                     "uptime": uptime(),
-                    "pending": counter.ledger.unwritten,
+                    "pending": counter.unwritten,
                 },
             )
         else:

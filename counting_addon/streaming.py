@@ -7,8 +7,8 @@ from mitmproxy.addonmanager import Loader
 from mitmproxy.net.http.http1 import expected_http_body_size
 from mitmproxy.utils import human
 
-from counting_addon.counting import STATUS_FLOW
 from counting_addon.option_errors import reported_cleanly
+from counting_addon.status import is_status_flow
 
 
 def framing(headers: http.Headers) -> tuple[bytes | None, bool]:
@@ -71,7 +71,7 @@ class StreamBodies:
         return size is None or size < 0 or size > self.threshold
 
     def requestheaders(self, flow: http.HTTPFlow) -> None:
-        if flow.metadata.get(STATUS_FLOW) or flow.error:
+        if is_status_flow(flow) or flow.error:
             return
         # Most requests have no body: skip the full check, which costs more than everything
         # else the addon does per request.

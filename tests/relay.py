@@ -1,7 +1,7 @@
 """A TCP relay on loopback between the proxy and Redis that can lose a write's reply.
 
 It forwards bytes both ways. Armed with `lose_next_write_reply()`, it holds back the next
-reply to a write (the Lua script's integer reply: the counter's value), then either drops it
+reply to a write (to an EVALSHA of the Lua script: the counter's value), then either drops it
 and closes the client's connection (`then="drop"`), or waits for Redis to die and drops it
 then (`then="hold"`): Redis has applied the write, the proxy never hears of it.
 """
@@ -53,23 +53,32 @@ class Relay:
         except OSError:
             client_w.close()
             return
-        up = asyncio.create_task(self._pump(client_r, redis_w))
+        # Whether the command last sent on this connection is a write (one at a time per
+        # connection: the counter never pipelines).
+        write_sent = [False]
+        up = asyncio.create_task(self._pump(client_r, redis_w, write_sent))
         try:
-            await self._replies(redis_r, client_w)
+            await self._replies(redis_r, client_w, write_sent)
         finally:
             up.cancel()
             client_w.close()
             redis_w.close()
 
-    async def _pump(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+    async def _pump(
+        self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, write_sent: list[bool]
+    ) -> None:
         while data := await reader.read(65536):
+            write_sent[0] = b"\r\nEVALSHA\r\n" in data[:32].upper()
             writer.write(data)
             await writer.drain()
         writer.close()
 
-    async def _replies(self, redis_r: asyncio.StreamReader, client_w: asyncio.StreamWriter) -> None:
+    async def _replies(
+        self, redis_r: asyncio.StreamReader, client_w: asyncio.StreamWriter, write_sent: list[bool]
+    ) -> None:
         while data := await redis_r.read(65536):
-            if self._armed and data.startswith(b":"):
+            # Not an error (NOSCRIPT asks for the script to be loaded, and the write resent).
+            if self._armed and write_sent[0] and not data.startswith(b"-"):
                 then, self._armed = self._armed, None
                 self.lost_replies += 1
                 self.reply_held.set()

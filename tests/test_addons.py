@@ -13,7 +13,7 @@ from mitmproxy.flow import Error
 from mitmproxy.proxy.mode_specs import ProxyMode
 from mitmproxy.test import taddons, tflow, tutils
 
-from counting_addon import CountingProxy, CountRequests, StatusEndpoint, StreamBodies
+from counting_addon import CountingProxy, StatusEndpoint, StreamBodies
 from tests.conftest import free_port
 
 REVERSE = "reverse:http://127.0.0.1:1"
@@ -30,14 +30,6 @@ def flow(
     )
     f.client_conn.proxy_mode = ProxyMode.parse(mode)
     return f
-
-
-def parts(proxy: CountingProxy) -> tuple[StatusEndpoint, CountRequests, StreamBodies]:
-    status, counting, streaming = proxy.addons
-    assert isinstance(status, StatusEndpoint)
-    assert isinstance(counting, CountRequests)
-    assert isinstance(streaming, StreamBodies)
-    return status, counting, streaming
 
 
 async def request_hook(status: StatusEndpoint, f: http.HTTPFlow) -> None:
@@ -89,7 +81,7 @@ class TestOptions:
         with taddons.context(Proxyserver(), proxy) as tctx:
             before = getattr(tctx.options, option)
             with pytest.raises(exceptions.OptionsError, match=f"^{option}: "):
-                tctx.configure(proxy.addons[0], **{option: value})
+                tctx.configure(proxy.status, **{option: value})
             assert getattr(tctx.options, option) == before  # rolled back
 
     def test_bad_value_while_the_script_loads_is_one_clean_line(
@@ -115,7 +107,7 @@ class TestOptions:
         proxy = CountingProxy()
         with taddons.context(Proxyserver(), proxy) as tctx:
             with pytest.raises(exceptions.OptionsError) as e:
-                tctx.configure(proxy.addons[1], counter_redis_url="redis://:s3cret@h:port/0")
+                tctx.configure(proxy.counting, counter_redis_url="redis://:s3cret@h:port/0")
             assert "s3cret" not in str(e.value)
             assert "***" in str(e.value)
 
@@ -133,15 +125,15 @@ class TestOptions:
     def test_threshold_sizes(self, size: str, expected: int) -> None:
         proxy = CountingProxy()
         with taddons.context(Proxyserver(), proxy) as tctx:
-            tctx.configure(proxy.addons[2], counter_stream_threshold=size)
-            assert parts(proxy)[2].threshold == expected
+            tctx.configure(proxy.streaming, counter_stream_threshold=size)
+            assert proxy.streaming.threshold == expected
 
     def test_reverse_mode_connects_lazily(self) -> None:
         proxy = CountingProxy()
         with taddons.context(Proxyserver(), proxy) as tctx:
-            tctx.configure(proxy.addons[0], mode=["regular"])
+            tctx.configure(proxy.status, mode=["regular"])
             assert tctx.options.connection_strategy == "eager"
-            tctx.configure(proxy.addons[0], mode=[REVERSE])
+            tctx.configure(proxy.status, mode=[REVERSE])
             assert tctx.options.connection_strategy == "lazy"
 
 
@@ -151,24 +143,24 @@ class TestCounting:
     ) -> None:
         proxy = CountingProxy()
         with taddons.context(Proxyserver(), proxy) as tctx:
-            tctx.configure(proxy.addons[1], counter_redis_url=redis_url)
+            tctx.configure(proxy.counting, counter_redis_url=redis_url)
             for path in ["/a", "/status", "/status?x", "/statusx", "/status/", "/b"]:
                 all_hooks(proxy, flow(path))
-            counter = parts(proxy)[1].counter
+            counter = proxy.counting.counter
             assert counter is not None
             assert counter.ledger.counted == 4
             assert await counter.read() == 4
-            counter.close(1.0)
+            await counter.close(1.0)
         assert redis_client.get("counter") == b"4"
 
     async def test_flows_mitmproxy_rejected_are_not_counted(self, redis_url: str) -> None:
         proxy = CountingProxy()
         with taddons.context(Proxyserver(), proxy) as tctx:
-            tctx.configure(proxy.addons[1], counter_redis_url=redis_url)
+            tctx.configure(proxy.counting, counter_redis_url=redis_url)
             f = flow()
             f.error = Error("Received an invalid request")  # as check_invalid() does
             all_hooks(proxy, f)
-            counter = parts(proxy)[1].counter
+            counter = proxy.counting.counter
             assert counter is not None and counter.ledger.counted == 0
 
     async def test_status_path_is_proxied_and_counted_outside_reverse_mode(
@@ -176,12 +168,12 @@ class TestCounting:
     ) -> None:
         proxy = CountingProxy()
         with taddons.context(Proxyserver(), proxy) as tctx:
-            tctx.configure(proxy.addons[1], counter_redis_url=redis_url)
+            tctx.configure(proxy.counting, counter_redis_url=redis_url)
             f = flow("/status", mode="regular")
             all_hooks(proxy, f)
-            await request_hook(parts(proxy)[0], f)
+            await request_hook(proxy.status, f)
             assert f.response is None
-            counter = parts(proxy)[1].counter
+            counter = proxy.counting.counter
             assert counter is not None and counter.ledger.counted == 1
 
     async def test_done_writes_pending_counts(
@@ -189,10 +181,10 @@ class TestCounting:
     ) -> None:
         proxy = CountingProxy()
         with taddons.context(Proxyserver(), proxy) as tctx:
-            tctx.configure(proxy.addons[1], counter_redis_url=redis_url)
+            tctx.configure(proxy.counting, counter_redis_url=redis_url)
             for _ in range(3):
                 all_hooks(proxy, flow())
-            parts(proxy)[1].done()
+            await proxy.counting.done()
         assert redis_client.get("counter") == b"3"
 
     async def test_changing_the_key_writes_pending_counts_to_the_old_one(
@@ -200,11 +192,11 @@ class TestCounting:
     ) -> None:
         proxy = CountingProxy()
         with taddons.context(Proxyserver(), proxy) as tctx:
-            tctx.configure(proxy.addons[1], counter_redis_url=redis_url)
+            tctx.configure(proxy.counting, counter_redis_url=redis_url)
             all_hooks(proxy, flow())
-            tctx.configure(proxy.addons[1], counter_key="other")
+            tctx.configure(proxy.counting, counter_key="other")
             all_hooks(proxy, flow())
-            parts(proxy)[1].done()
+            await proxy.counting.done()
         assert redis_client.mget("counter", "other") == [b"1", b"1"]
 
 
@@ -212,10 +204,10 @@ class TestStatus:
     async def answer(self, redis_url: str, f: http.HTTPFlow, **options: str) -> http.Response:
         proxy = CountingProxy()
         with taddons.context(Proxyserver(), proxy) as tctx:
-            tctx.configure(proxy.addons[1], counter_redis_url=redis_url, **options)
+            tctx.configure(proxy.counting, counter_redis_url=redis_url, **options)
             all_hooks(proxy, f)
-            await request_hook(parts(proxy)[0], f)
-            parts(proxy)[1].done()
+            await request_hook(proxy.status, f)
+            await proxy.counting.done()
         assert f.response is not None
         return f.response
 
@@ -266,7 +258,7 @@ class TestStatus:
         proxy = CountingProxy()
         with taddons.context(Proxyserver(), proxy) as tctx:
             tctx.configure(
-                proxy.addons[1],
+                proxy.counting,
                 counter_redis_url=redis_url,
                 stream_large_bodies=stream_large_bodies,
             )

@@ -146,6 +146,24 @@ def test_counter_key_with_existing_value(
     assert redis_client.get("other") == b"42"
 
 
+def test_counts_near_the_largest_integer_are_exact(
+    start_proxy: ProxyFactory, upstream: str, redis_url: str, redis_client: redis.Redis
+) -> None:
+    """/status shows Redis's integer exactly, past 2^53 and up to 2^63 - 1 (a double would
+    round it, and near 2^63 turn it negative)."""
+    start = 2**63 - 10
+    redis_client.set("counter", start)
+    p = start_proxy(upstream, redis_url)
+    with httpx.Client(base_url=p.url, timeout=30) as client:
+        for i in range(6):
+            assert client.get(f"/big/{i}").status_code == 200
+            assert counter_of(p.url) == start + i + 1
+        for i in range(3):
+            assert client.get(f"/bigger/{i}").status_code == 200
+    assert counter_of(p.url) == 2**63 - 1
+    assert redis_client.get("counter") == str(2**63 - 1).encode()
+
+
 def test_redis_url_from_environment(
     start_proxy: ProxyFactory, upstream: str, redis_url: str, redis_client: redis.Redis
 ) -> None:

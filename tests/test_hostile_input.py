@@ -35,9 +35,9 @@ from mitmproxy.proxy.mode_specs import ProxyMode
 from mitmproxy.test import taddons, tflow, tutils
 
 from counting_addon import CountingProxy, StatusEndpoint, StreamBodies
-from counting_addon.counting import STATUS_FLOW
-from counting_addon.redis_counter import check_url, client_options, redact
-from counting_addon.status import check_status_path, matches
+from counting_addon.redis_counter import client_options
+from counting_addon.redis_url import check_url, redact
+from counting_addon.status import check_status_path, is_status_flow, matches
 from tests.conftest import Process, Proxy, ProxyFactory, free_port, proxy_command, wait_for
 from tests.e2e_helpers import RawResponse, counter_of, raw_exchange
 
@@ -222,11 +222,11 @@ def test_status_endpoint_answers_exactly_the_documented_set() -> None:
     way the proxy answered, and no Redis process is needed.
     """
     proxy = CountingProxy()
-    status = proxy.addons[0]
+    status = proxy.status
     assert isinstance(status, StatusEndpoint)
     tally = {"answered": 0, "passed": 0, "long": 0}
     with taddons.context(Proxyserver(), proxy) as tctx:
-        tctx.configure(proxy.addons[1], counter_redis_url=f"redis://127.0.0.1:{free_port()}/0")
+        tctx.configure(proxy.counting, counter_redis_url=f"redis://127.0.0.1:{free_port()}/0")
         loop = tctx.master.event_loop
 
         @PROPERTY
@@ -246,7 +246,7 @@ def test_status_endpoint_answers_exactly_the_documented_set() -> None:
             tally["answered" if expected else "passed"] += 1
             tally["long"] += len(raw) > 64 * 1024
             assert (pending is not None) is expected, (status_path, raw[:200])
-            assert bool(f.metadata.get(STATUS_FLOW)) is expected
+            assert is_status_flow(f) is expected
             assert bool(f.marked) is expected
             if expected:
                 assert f.error is None  # no body: nothing to refuse
@@ -286,7 +286,7 @@ def test_status_path_option_names_itself_or_takes_effect() -> None:
     """Through configure under taddons: OptionsError naming the option (previous path kept),
     or the path in effect."""
     proxy = CountingProxy()
-    status = proxy.addons[0]
+    status = proxy.status
     assert isinstance(status, StatusEndpoint)
     tally = {"accepted": 0, "refused": 0}
     with taddons.context(Proxyserver(), proxy) as tctx:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Awaitable, Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -12,6 +12,7 @@ import redis
 import redis.retry
 
 from counting_addon.embedded_redis import EmbeddedRedis
+from counting_addon.failures import FailureKind
 from counting_addon.redis_counter import (
     APPLY_BATCH,
     WRITE_INTERVAL,
@@ -23,43 +24,29 @@ from tests.conftest import free_port, start_redis, wait_for
 from tests.relay import Relay
 
 
-def run[T](make: Callable[[], Awaitable[T]]) -> T:
-    async def main() -> T:
-        return await make()
-
-    return asyncio.run(main())
-
-
 def evalsha_calls(client: redis.Redis) -> int:
     stats = client.info("commandstats")
     return sum(int(stats.get(f"cmdstat_{c}", {}).get("calls", 0)) for c in ("evalsha", "eval"))
 
 
-def test_counts_reach_redis_and_read_back(redis_url: str, redis_client: redis.Redis) -> None:
-    async def scenario() -> int:
-        counter = RedisCounter(redis_url, "counter")
-        for _ in range(7):
-            counter.add()
-        value = await counter.read()
-        assert counter.close(1.0) == 0
-        return value
-
-    assert run(scenario) == 7
+async def test_counts_reach_redis_and_read_back(redis_url: str, redis_client: redis.Redis) -> None:
+    counter = RedisCounter(redis_url, "counter")
+    for _ in range(7):
+        counter.add()
+    assert await counter.read() == 7
+    assert await counter.close(1.0) == 0
     assert redis_client.get("counter") == b"7"
 
 
-def test_counts_made_at_once_go_in_one_write(redis_url: str, redis_client: redis.Redis) -> None:
+async def test_counts_made_at_once_go_in_one_write(
+    redis_url: str, redis_client: redis.Redis
+) -> None:
     before = evalsha_calls(redis_client)
-
-    async def scenario() -> int:
-        counter = RedisCounter(redis_url, "counter")
-        for _ in range(500):
-            counter.add()
-        value = await counter.read()
-        counter.close(1.0)
-        return value
-
-    assert run(scenario) == 500
+    counter = RedisCounter(redis_url, "counter")
+    for _ in range(500):
+        counter.add()
+    assert await counter.read() == 500
+    assert await counter.close(1.0) == 0
     # One batch; a second call only if the script had to be loaded first.
     assert evalsha_calls(redis_client) - before <= 2
 
@@ -67,10 +54,10 @@ def test_counts_made_at_once_go_in_one_write(redis_url: str, redis_client: redis
 def test_the_write_script_applies_each_sequence_number_once(redis_client: redis.Redis) -> None:
     apply = redis_client.register_script(APPLY_BATCH)
     writer = "counter:writer:test"
-    assert apply(["counter", writer], [1, 5, 60]) == 5
-    assert apply(["counter", writer], [1, 5, 60]) == 5  # the same batch resent: not applied
-    assert apply(["counter", writer], [2, 3, 60]) == 8
-    assert apply(["counter", writer], [1, 5, 60]) == 8
+    assert apply(["counter", writer], [1, 5, 60]) == b"5"
+    assert apply(["counter", writer], [1, 5, 60]) == b"5"  # the same batch resent: not applied
+    assert apply(["counter", writer], [2, 3, 60]) == b"8"
+    assert apply(["counter", writer], [1, 5, 60]) == b"8"
     assert redis_client.get("counter") == b"8"
     assert 0 < redis_client.ttl(writer) <= 60
 
@@ -82,76 +69,63 @@ def test_writers_are_independent(redis_client: redis.Redis) -> None:
     assert redis_client.get("counter") == b"7"
 
 
-def test_close_writes_what_is_pending(redis_url: str, redis_client: redis.Redis) -> None:
-    async def scenario() -> int:
-        counter = RedisCounter(redis_url, "counter")
-        for _ in range(3):
-            counter.add()
-        # No await: the background task never got to write.
-        return counter.close(2.0)
-
-    assert run(scenario) == 0
+async def test_close_writes_what_is_pending(redis_url: str, redis_client: redis.Redis) -> None:
+    counter = RedisCounter(redis_url, "counter")
+    for _ in range(3):
+        counter.add()
+    # No await before: the background task never got to write.
+    assert await counter.close(2.0) == 0
     assert redis_client.get("counter") == b"3"
 
 
-def test_close_resends_a_batch_whose_reply_was_lost(
+async def test_close_resends_a_batch_whose_reply_was_lost(
     redis_url: str, redis_client: redis.Redis
 ) -> None:
     """Redis applied the batch but the reply never came: resending must not count it twice."""
 
-    async def scenario() -> int:
-        counter = RedisCounter(redis_url, "counter")
-        counter.add()
-        counter.add()
-        batch = counter.ledger.next_batch()
-        assert batch is not None
-        keys, args = counter._args(batch)
-        redis_client.register_script(APPLY_BATCH)(keys, args)  # applied, reply "lost"
-        counter.add()
-        return counter.close(2.0)
-
-    assert run(scenario) == 0
+    counter = RedisCounter(redis_url, "counter")
+    counter.add()
+    counter.add()
+    batch = counter.ledger.next_batch()
+    assert batch is not None
+    keys, args = counter._args(batch)
+    redis_client.register_script(APPLY_BATCH)(keys, args)  # applied, reply "lost"
+    counter.add()
+    assert await counter.close(2.0) == 0
     assert redis_client.get("counter") == b"3"
 
 
-def test_unreachable_redis_keeps_counts_pending() -> None:
-    url = f"redis://127.0.0.1:{free_port()}/0"
-
-    async def scenario() -> RedisCounter:
-        counter = RedisCounter(url, "counter")
-        counter.add()
-        counter.add()
-        with pytest.raises(TimeoutError):
-            async with asyncio.timeout(1.0):
-                await counter.read()
-        return counter
-
-    counter = run(scenario)
-    assert counter.problem is not None and counter.problem.startswith("Redis unreachable")
-    assert counter.ledger.unwritten == 2
-    assert counter.close(0.5) == 2
+async def test_unreachable_redis_keeps_counts_pending() -> None:
+    counter = RedisCounter(f"redis://127.0.0.1:{free_port()}/0", "counter")
+    counter.add()
+    counter.add()
+    with pytest.raises(TimeoutError):
+        async with asyncio.timeout(1.0):
+            await counter.read()
+    assert counter.problem is not None and counter.problem.kind is FailureKind.UNREACHABLE
+    assert str(counter.problem).startswith("Redis unreachable")
+    assert counter.unwritten == 2
+    assert await counter.close(0.5) == 2
 
 
-def test_non_integer_value_is_reported_and_not_overwritten(
+async def test_non_integer_value_is_reported_and_not_overwritten(
     redis_url: str, redis_client: redis.Redis
 ) -> None:
     redis_client.set("counter", "not a number")
 
-    async def scenario() -> RedisCounter:
-        counter = RedisCounter(redis_url, "counter")
-        with pytest.raises(CounterUnavailable, match="not an integer"):
+    counter = RedisCounter(redis_url, "counter")
+    with pytest.raises(CounterUnavailable, match="not an integer") as refused:
+        await counter.read()
+    assert refused.value.failure.kind is FailureKind.NOT_AN_INTEGER
+    counter.add()
+    with pytest.raises(TimeoutError):
+        async with asyncio.timeout(1.0):
             await counter.read()
-        counter.add()
-        with pytest.raises(TimeoutError):
-            async with asyncio.timeout(1.0):
-                await counter.read()
-        return counter
-
-    counter = run(scenario)
-    assert counter.problem is not None and "not an integer" in counter.problem
-    assert counter.ledger.unwritten == 1
+    assert counter.problem is not None and counter.problem.kind is FailureKind.NOT_AN_INTEGER
+    assert "not an integer" in str(counter.problem)
+    assert counter.unwritten == 1
     assert redis_client.get("counter") == b"not a number"
-    counter.close(0.5)
+    assert await counter.close(0.5) == 1
 
 
 class CountsTwiceOnResend(RedisCounter):
@@ -167,7 +141,7 @@ async def count_through_lost_reply(counter: RedisCounter, relay: Relay) -> int:
     async with asyncio.timeout(10):
         value = await counter.read()
     assert relay.lost_replies == 1
-    assert counter.close(1.0) == 0
+    assert await counter.close(1.0) == 0
     return value
 
 
@@ -210,13 +184,13 @@ async def test_counts_wait_while_redis_is_down_and_land_when_it_is_back(
     with pytest.raises(TimeoutError):
         async with asyncio.timeout(1.0):
             await counter.read()
-    assert counter.problem is not None and counter.problem.startswith("Redis unreachable")
-    assert counter.ledger.unwritten == 4
+    assert counter.problem is not None and counter.problem.kind is FailureKind.UNREACHABLE
+    assert counter.unwritten == 4
     server.start()  # same port, same data directory
     async with asyncio.timeout(15):
         assert await counter.read() == 5
     assert counter.problem is None
-    assert counter.close(1.0) == 0
+    assert await counter.close(1.0) == 0
     server.stop()
 
 
@@ -231,7 +205,7 @@ async def test_a_reader_writes_the_counts_itself(redis_url: str, redis_client: r
     async with asyncio.timeout(5):
         assert await counter.read() == 2
     assert redis_client.get("counter") == b"2"
-    assert counter.close(1.0) == 0
+    assert await counter.close(1.0) == 0
 
 
 def test_the_clients_never_retry_on_their_own(redis_url: str) -> None:
@@ -255,7 +229,7 @@ async def test_under_steady_load_writes_come_at_most_every_interval(
         await asyncio.sleep(0.005)
     elapsed = time.monotonic() - started
     assert await counter.read() == 100
-    counter.close(1.0)
+    assert await counter.close(1.0) == 0
     writes = evalsha_calls(redis_client) - before
     # One write per interval, plus the one for read() and a script load; one a count without.
     assert writes <= elapsed / WRITE_INTERVAL + 3
@@ -270,4 +244,46 @@ async def test_a_lone_count_is_written_without_being_asked(
     await asyncio.to_thread(
         wait_for, lambda: redis_client.get("counter") == b"1", 5, "the count in Redis"
     )
-    counter.close(1.0)
+    assert await counter.close(1.0) == 0
+
+
+@pytest.mark.parametrize(
+    "start",
+    [
+        2**53 + 1,  # a double's integers run out: 2^53 + 3 would come back as 2^53 + 4
+        2**63 - 10,  # near Redis's largest integer, which a double rounds up past it
+    ],
+)
+async def test_the_value_comes_back_exactly_however_large(
+    redis_url: str, redis_client: redis.Redis, start: int
+) -> None:
+    redis_client.set("counter", start)
+    counter = RedisCounter(redis_url, "counter")
+    counter.add()
+    counter.add()
+    assert await counter.read() == start + 2  # the value the write script returned
+    for _ in range(4):
+        counter.add()
+    assert await counter.read() == start + 6
+    assert await counter.close(1.0) == 0
+    assert redis_client.get("counter") == str(start + 6).encode()
+
+
+async def test_counting_past_the_largest_integer_is_an_error_and_loses_nothing(
+    redis_url: str, redis_client: redis.Redis
+) -> None:
+    largest = 2**63 - 1
+    redis_client.set("counter", largest)
+    counter = RedisCounter(redis_url, "counter")
+    counter.add()
+    with pytest.raises(TimeoutError):
+        async with asyncio.timeout(1.0):
+            await counter.read()
+    assert counter.problem is not None and counter.problem.kind is FailureKind.ERROR
+    assert "overflow" in str(counter.problem)
+    assert counter.unwritten == 1
+    assert redis_client.get("counter") == str(largest).encode()
+    redis_client.set("counter", 0)  # someone resets the key: the count lands
+    async with asyncio.timeout(10):
+        assert await counter.read() == 1
+    assert await counter.close(1.0) == 0

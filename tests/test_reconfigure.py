@@ -1,0 +1,268 @@
+"""End to end: options changed at runtime and the -s script reloaded while Redis is down.
+
+Neither may make a request wait: a client sending a GET every 20 ms sees no gap above 100 ms.
+The replaced counter keeps its counts and writes them once Redis is back: the old and the new
+key (or Redis) together hold exactly the requests answered, each where it was counted.
+"""
+
+from __future__ import annotations
+
+import itertools
+import re
+import shutil
+import threading
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import httpx
+import pytest
+import redis
+
+from counting_addon.embedded_redis import EmbeddedRedis
+from tests.conftest import (
+    SCRIPT,
+    Process,
+    ProxyFactory,
+    free_port,
+    proxy_command,
+    start_redis,
+    wait_for,
+    wait_until_serving,
+)
+from tests.e2e_helpers import counter_of
+from tests.test_mitmweb import start_web
+
+TICK = 0.02
+LONGEST_GAP = 0.1
+BEFORE = 10  # requests counted before Redis goes down
+DURING = 5  # and sent while it is down, before the change
+# How long the ticks go on after the change or reload took effect.
+TICKS_AFTER = 25
+RECOVERY = 20.0
+# Shutdown's bound for writing the last counts, and what mitmdump needs besides to exit.
+CLOSE_TIMEOUT = 3.0
+EXIT_MARGIN = 3.0
+LOST = "could not be written"
+WRITTEN = "are written"
+
+
+class Ticker(threading.Thread):
+    """A client sending a GET every TICK seconds on one keep-alive connection, until stopped
+    or `max_seconds` pass; it notes when each answer came."""
+
+    def __init__(self, url: str, max_seconds: float = 90.0) -> None:
+        super().__init__(daemon=True)
+        self.url = url
+        self.max_seconds = max_seconds
+        self.answered_at: list[float] = []
+        self.failed: list[str] = []
+        self._stop = threading.Event()
+
+    def run(self) -> None:
+        started = next_at = time.monotonic()
+        with httpx.Client(timeout=10) as client:
+            while not self._stop.is_set() and time.monotonic() - started < self.max_seconds:
+                try:
+                    r = client.get(f"{self.url}/tick/{len(self.answered_at)}")
+                except httpx.HTTPError as e:
+                    self.failed.append(repr(e))
+                    return
+                if r.status_code != 200:
+                    self.failed.append(f"{r.status_code} {r.text[:100]}")
+                    return
+                self.answered_at.append(time.monotonic())
+                next_at += TICK
+                self._stop.wait(max(0.0, next_at - time.monotonic()))
+
+    @classmethod
+    def running(cls, url: str) -> Ticker:
+        """A Ticker started, once it has had its first answers."""
+        ticker = cls(url)
+        ticker.start()
+        ticker.wait_for_more(10)
+        return ticker
+
+    @property
+    def answered(self) -> int:
+        return len(self.answered_at)
+
+    def wait_for_more(self, count: int) -> None:
+        target = self.answered + count
+        wait_for(lambda: self.answered >= target or not self.is_alive(), 30, f"{count} ticks")
+        assert not self.failed, self.failed
+
+    def finish(self) -> float:
+        """Stop; the longest time between two answers."""
+        self._stop.set()
+        self.join(15)
+        assert not self.failed, self.failed
+        times = self.answered_at
+        return max(b - a for a, b in itertools.pairwise(times))
+
+
+def send(url: str, count: int) -> None:
+    for i in range(count):
+        assert httpx.get(f"{url}/n/{i}", timeout=10).status_code == 200
+
+
+def counts_pending(url: str, server: EmbeddedRedis) -> None:
+    """BEFORE requests counted, then Redis stopped and DURING more sent: their counts wait."""
+    send(url, BEFORE)
+    assert counter_of(url) == BEFORE
+    server.stop()
+    send(url, DURING)
+
+
+def wait_for_keys(
+    server: EmbeddedRedis, check: Callable[[list[int]], bool], keys: list[str], what: str
+) -> list[int]:
+    """Poll the values of `keys` until `check` accepts them; those values."""
+    seen: list[int] = []
+    with redis.Redis.from_url(server.url) as client:
+
+        def accepted() -> bool:
+            seen[:] = [int(v or 0) for v in client.mget(keys)]
+            return check(seen)
+
+        try:
+            wait_for(accepted, RECOVERY, what)
+        except AssertionError as e:
+            raise AssertionError(f"{e}: {dict(zip(keys, seen, strict=True))}") from None
+    return seen
+
+
+@pytest.mark.parametrize("change", ["counter_key", "counter_redis_url"])
+def test_option_change_with_redis_down_never_blocks_and_loses_nothing(
+    tmp_path: Path, start_proxy: ProxyFactory, upstream: str, change: str
+) -> None:
+    """Through mitmweb's API (PUT /options, as its option editor does), with Redis down:
+    counter_key changed on the same Redis, or counter_redis_url moved to another one."""
+    old = start_redis(tmp_path / "old")
+    new = start_redis(tmp_path / "new") if change == "counter_redis_url" else old
+    try:
+        with start_web(start_proxy, upstream, old.url, "--set", "counter_key=before") as web:
+            url = web.proxy.url
+            counts_pending(url, old)
+            ticker = Ticker.running(url)
+            sent_before = ticker.answered
+            value = "after" if change == "counter_key" else new.url
+            xsrf = "0123456789abcdef"
+            web.api.cookies.set("_mitmproxy_xsrf", xsrf)
+            r = web.api.put("/options", json={change: value}, headers={"X-XSRFToken": xsrf})
+            assert r.status_code == 200, r.text
+            sent_after = ticker.answered
+            ticker.wait_for_more(TICKS_AFTER)
+            gap = ticker.finish()
+            print(f"\n{change} changed: longest gap between answers {gap * 1000:.0f} ms")
+            assert gap <= LONGEST_GAP, f"a request waited: {gap * 1000:.0f} ms between answers"
+
+            old.start()  # same port, same data: the old counter's counts land
+            total = BEFORE + DURING + ticker.answered
+            if change == "counter_key":
+                before, after = wait_for_keys(
+                    old, lambda v: sum(v) == total, ["before", "after"], f"{total} counts"
+                )
+            else:
+                (before,) = wait_for_keys(
+                    old, lambda v: v[0] >= BEFORE + DURING + sent_before, ["before"], "old"
+                )
+                (after,) = wait_for_keys(
+                    new, lambda v: before + v[0] == total, ["before"], f"{total} counts"
+                )
+            assert before + after == total
+            assert before >= BEFORE + DURING + sent_before, (before, after)
+            # The ticker has one request in flight: sent (and counted) before the change took
+            # effect, it may be answered after the PUT returned.
+            assert after >= ticker.answered - sent_after - 1, (before, after)
+            assert counter_of(url) == after
+            output = web.proxy.output()
+            assert LOST not in output, output
+            assert WRITTEN in output, output
+    finally:
+        old.stop()
+        new.stop()
+
+
+def proxy_with_script_copy(
+    tmp_path: Path, upstream: str, redis_url: str
+) -> tuple[Process, Path, str]:
+    """mitmdump running a copy of the -s script, to edit, serving at the URL returned."""
+    script = tmp_path / "addon.py"
+    shutil.copy(SCRIPT, script)
+    port = free_port()
+    command = proxy_command(
+        "mitmdump", upstream, port, tmp_path / "confdir", "--set", f"counter_redis_url={redis_url}"
+    )
+    command[command.index(str(SCRIPT))] = str(script)
+    proxy = Process(command, tmp_path / "mitmdump.log")
+    url = f"http://127.0.0.1:{port}"
+    wait_until_serving(proxy, url)
+    return proxy, script, url
+
+
+def reload(proxy: Process, script: Path) -> None:
+    """Edit the script; return once mitmproxy has loaded it again."""
+    loads = proxy.output().count("Loading script")
+    script.write_text(script.read_text() + "\n# edited\n")
+    wait_for(lambda: proxy.output().count("Loading script") > loads, 30, "the reload")
+
+
+def test_script_reload_with_redis_down_never_blocks_and_loses_nothing(
+    tmp_path: Path, upstream: str
+) -> None:
+    """The -s script edited (so mitmproxy reloads it) while Redis is down: the old instance's
+    counts are written in the background once Redis is back, not dropped nor written twice."""
+    server = start_redis(tmp_path / "redis")
+    proxy, script, url = proxy_with_script_copy(tmp_path, upstream, server.url)
+    try:
+        counts_pending(url, server)
+        ticker = Ticker.running(url)
+        reload(proxy, script)
+        ticker.wait_for_more(TICKS_AFTER)
+        gap = ticker.finish()
+        print(f"\nscript reloaded: longest gap between answers {gap * 1000:.0f} ms")
+        assert gap <= LONGEST_GAP, f"a request waited: {gap * 1000:.0f} ms between answers"
+
+        server.start()
+        total = BEFORE + DURING + ticker.answered
+        wait_for_keys(server, lambda v: v[0] == total, ["counter"], f"{total} counts")
+        assert counter_of(url) == total
+        output = proxy.output()
+        assert LOST not in output, output
+        assert output.count(WRITTEN) == 1, output
+        assert proxy.stop() == 0
+        # Nothing written twice, the shutdown's last writes included.
+        wait_for_keys(server, lambda v: v[0] == total, ["counter"], f"still {total} counts")
+    finally:
+        proxy.stop()
+        server.stop()
+    assert "Traceback" not in proxy.output()
+
+
+def test_shutdown_after_a_reload_with_redis_down_is_bounded_and_reports_each_counter(
+    tmp_path: Path, upstream: str
+) -> None:
+    """SIGTERM with Redis down, the old instance's counter still retiring: the shutdown waits
+    its 3 s for both, not the retirement's minutes, and each reports what it lost."""
+    server = start_redis(tmp_path / "redis")
+    proxy, script, url = proxy_with_script_copy(tmp_path, upstream, server.url)
+    try:
+        counts_pending(url, server)
+        reload(proxy, script)
+        send(url, 7)
+        started = time.monotonic()
+        assert proxy.stop() == 0
+        took = time.monotonic() - started
+        lost = sorted(
+            int(n) for n in re.findall(r"(\d+) counts could not be written", proxy.output())
+        )
+        print(f"\nexited {took:.2f}s after SIGTERM; lost {lost}")
+        assert took < CLOSE_TIMEOUT + EXIT_MARGIN, f"exited {took:.1f}s after SIGTERM"
+        assert lost == [DURING, 7], proxy.output()
+        server.start()
+        wait_for_keys(server, lambda v: v[0] == BEFORE, ["counter"], "the counts written before")
+    finally:
+        proxy.stop()
+        server.stop()
+    assert "Traceback" not in proxy.output()

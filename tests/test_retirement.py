@@ -1,0 +1,198 @@
+"""Counters replaced at runtime (an option change, a script reload) and shut down, in-process
+against a real redis-server: a retired counter goes on writing in the background, shutdown
+writes what every counter has left within its bound, and nothing here waits on Redis."""
+
+from __future__ import annotations
+
+import asyncio
+import gc
+import inspect
+import logging
+import time
+import warnings
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+import redis
+from mitmproxy.addons.proxyserver import Proxyserver
+from mitmproxy.test import taddons
+
+from counting_addon import CountingProxy, redis_counter
+from counting_addon.counting import CLOSE_TIMEOUT, RETIRE_BOUND
+from counting_addon.redis_counter import Phase, RedisCounter, close_all
+from tests.conftest import free_port, start_redis, wait_for
+
+LOST = "could not be written"
+WRITTEN = "are written"
+
+
+async def poll(check: Callable[[], bool], within: float, what: str) -> None:
+    """wait_for from a thread: the counters need this event loop meanwhile."""
+    await asyncio.to_thread(wait_for, check, within, what)
+
+
+def lines_with(caplog: pytest.LogCaptureFixture, text: str) -> list[str]:
+    return [r.getMessage() for r in caplog.records if text in r.getMessage()]
+
+
+async def test_a_retired_counter_writes_its_counts_once_redis_is_back(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.INFO)
+    server = start_redis(tmp_path)
+    counter = RedisCounter(server.url, "counter")
+    counter.add()
+    async with asyncio.timeout(10):
+        assert await counter.read() == 1
+    server.stop()
+    for _ in range(4):
+        counter.add()
+    counter.retire(RETIRE_BOUND)
+    assert counter in redis_counter._running
+    server.start()  # same port, same data directory
+    with redis.Redis.from_url(server.url) as client:
+        await poll(lambda: client.get("counter") == b"5", 20, "the retired counts in Redis")
+    await poll(lambda: counter not in redis_counter._running, 5, "the writer to finish")
+    assert counter.unwritten == 0
+    assert lines_with(caplog, "4 counts for key 'counter'"), caplog.text
+    assert len(lines_with(caplog, WRITTEN)) == 1, caplog.text
+    assert not lines_with(caplog, LOST), caplog.text
+    server.stop()
+
+
+async def test_a_retired_counter_gives_up_after_its_bound_saying_so_once(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    counter = RedisCounter(f"redis://127.0.0.1:{free_port()}/0", "counter")
+    for _ in range(3):
+        counter.add()
+    counter.retire(0.5)
+    await poll(lambda: counter not in redis_counter._running, 10, "the writer to give up")
+    assert counter.unwritten == 3
+    lost = lines_with(caplog, LOST)
+    assert len(lost) == 1 and lost[0].startswith("3 counts"), caplog.text
+    assert "Redis unreachable" in lost[0]
+
+
+async def test_a_retired_counter_with_nothing_left_lets_go_of_redis(
+    redis_url: str, redis_client: redis.Redis
+) -> None:
+    counter = RedisCounter(redis_url, "counter")
+    counter.add()
+    assert await counter.read() == 1
+    name = f"retired-{free_port()}"
+    await counter._client.client_setname(name)
+
+    def connected() -> bool:
+        return any(c["name"] == name for c in redis_client.client_list())
+
+    assert connected()
+    counter.retire(RETIRE_BOUND)
+    await poll(lambda: not connected(), 5, "the retired counter's connection to close")
+    assert counter not in redis_counter._running
+
+
+async def test_shutdown_cuts_every_retirement_short_and_reports_what_is_lost(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """Counters retired with a bound of minutes, Redis down: shutdown ends within its own
+    bound, and each counter reports its lost counts once."""
+    url = f"redis://127.0.0.1:{free_port()}/0"
+    counters = [RedisCounter(url, key) for key in ("a", "b", "c")]
+    for n, counter in enumerate(counters, start=1):
+        for _ in range(n):
+            counter.add()
+    counters[0].retire(RETIRE_BOUND)
+    counters[1].retire(RETIRE_BOUND)
+    started = time.monotonic()
+    await close_all(0.5)
+    took = time.monotonic() - started
+    assert took < 0.5 + 2.0, f"shutdown took {took:.2f}s"  # the bound, and closing the clients
+    assert not redis_counter._running
+    assert sorted(line.split()[0] for line in lines_with(caplog, LOST)) == ["1", "2", "3"]
+
+
+async def test_shutdown_writes_what_retired_counters_have_left(
+    redis_url: str, redis_client: redis.Redis
+) -> None:
+    old, new = RedisCounter(redis_url, "old"), RedisCounter(redis_url, "new")
+    old.add()
+    old.retire(RETIRE_BOUND)
+    new.add()
+    new.add()
+    await close_all(CLOSE_TIMEOUT)
+    assert redis_client.mget("old", "new") == [b"1", b"2"]
+
+
+async def test_done_on_reload_returns_at_once_and_the_counts_still_land(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A script reload calls done() synchronously and drops what it returns: that must not
+    wait on Redis nor warn of a coroutine never awaited, and the old instance's counts must
+    reach Redis once it is back."""
+    server = start_redis(tmp_path)
+    old = CountingProxy()
+    with taddons.context(Proxyserver(), old) as tctx:
+        tctx.configure(old.counting, counter_redis_url=server.url)
+        counter = old.counting.counter
+        assert counter is not None
+        server.stop()
+        for _ in range(3):
+            counter.add()
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            result = old.counting.done()
+            assert inspect.isawaitable(result) and not inspect.iscoroutine(result)
+            del result
+            gc.collect()
+        assert not caught, [str(w.message) for w in caught]
+        assert counter.phase is Phase.RETIRED and counter in redis_counter._running
+    server.start()
+    with redis.Redis.from_url(server.url) as client:
+        await poll(lambda: client.get("counter") == b"3", 20, "the old instance's counts")
+    assert not lines_with(caplog, LOST), caplog.text
+    server.stop()
+
+
+async def test_an_option_change_with_redis_down_keeps_both_counts(tmp_path: Path) -> None:
+    """counter_key changed while Redis is down: configure() does no I/O, the old key's counts
+    wait in the retired counter, the new key's in the new one; both land once Redis is back."""
+    server = start_redis(tmp_path)
+    proxy = CountingProxy()
+    with taddons.context(Proxyserver(), proxy) as tctx:
+        tctx.configure(proxy.counting, counter_redis_url=server.url)
+        server.stop()
+        first = proxy.counting.counter
+        assert first is not None
+        first.add()
+        tctx.configure(proxy.counting, counter_key="other")
+        second = proxy.counting.counter
+        assert second is not None and second is not first and first.phase is Phase.RETIRED
+        second.add()
+        second.add()
+        server.start()
+        with redis.Redis.from_url(server.url) as client:
+            await poll(
+                lambda: client.mget("counter", "other") == [b"1", b"2"], 20, "both keys' counts"
+            )
+        await proxy.counting.done()
+    assert not redis_counter._running
+    server.stop()
+
+
+async def test_shutdown_announces_no_retirement(caplog: pytest.LogCaptureFixture) -> None:
+    """done() retires the counter, then mitmproxy awaits the shutdown at once: the log says
+    what was lost, not that counts go on being written in the background."""
+    caplog.set_level(logging.INFO)
+    proxy = CountingProxy()
+    with taddons.context(Proxyserver(), proxy) as tctx:
+        tctx.configure(proxy.counting, counter_redis_url=f"redis://127.0.0.1:{free_port()}/0")
+        counter = proxy.counting.counter
+        assert counter is not None
+        counter.add()
+        counter.add()
+        await proxy.counting.done()
+    assert not lines_with(caplog, "not written yet"), caplog.text
+    lost = lines_with(caplog, LOST)
+    assert len(lost) == 1 and lost[0].startswith("2 counts"), caplog.text
