@@ -40,6 +40,8 @@ DURING = 5  # and sent while it is down, before the change
 # How long the ticks go on after the change or reload took effect.
 TICKS_AFTER = 25
 RECOVERY = 20.0
+# Long enough to cover the reload and the ticks after it.
+PAUSE_MS = 6000
 # Shutdown's bound for writing the last counts, and what mitmdump needs besides to exit.
 CLOSE_TIMEOUT = 3.0
 EXIT_MARGIN = 3.0
@@ -208,23 +210,36 @@ def reload(proxy: Process, script: Path) -> None:
     wait_for(lambda: proxy.output().count("Loading script") > loads, 30, "the reload")
 
 
-def test_script_reload_with_redis_down_never_blocks_and_loses_nothing(
-    tmp_path: Path, upstream: str
+@pytest.mark.parametrize("fault", ["stopped", "paused"])
+def test_script_reload_with_redis_away_never_blocks_and_loses_nothing(
+    tmp_path: Path, upstream: str, fault: str
 ) -> None:
-    """The -s script edited (so mitmproxy reloads it) while Redis is down: the old instance's
-    counts are written in the background once Redis is back, not dropped nor written twice."""
+    """The -s script edited (so mitmproxy reloads it) while Redis is stopped, or stalled by
+    CLIENT PAUSE: the old instance's counts are written in the background once Redis is back,
+    not dropped nor written twice."""
     server = start_redis(tmp_path / "redis")
     proxy, script, url = proxy_with_script_copy(tmp_path, upstream, server.url)
     try:
-        counts_pending(url, server)
+        if fault == "stopped":
+            counts_pending(url, server)
+        else:
+            send(url, BEFORE)
+            assert counter_of(url) == BEFORE
+            with redis.Redis.from_url(server.url) as admin:
+                admin.execute_command("CLIENT", "PAUSE", PAUSE_MS, "ALL")
+            paused_at = time.monotonic()
+            send(url, DURING)
         ticker = Ticker.running(url)
         reload(proxy, script)
         ticker.wait_for_more(TICKS_AFTER)
         gap = ticker.finish()
-        print(f"\nscript reloaded: longest gap between answers {gap * 1000:.0f} ms")
+        print(f"\nscript reloaded, Redis {fault}: longest gap between answers {gap * 1000:.0f} ms")
         assert gap <= LONGEST_GAP, f"a request waited: {gap * 1000:.0f} ms between answers"
 
-        server.start()
+        if fault == "stopped":
+            server.start()
+        else:
+            assert time.monotonic() - paused_at < PAUSE_MS / 1000, "the pause ended too soon"
         total = BEFORE + DURING + ticker.answered
         wait_for_keys(server, lambda v: v[0] == total, ["counter"], f"{total} counts")
         assert counter_of(url) == total
