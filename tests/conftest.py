@@ -92,10 +92,11 @@ class Process:
 
 @pytest.fixture(scope="session")
 def upstream(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    """The tests' upstream HTTP server (tests/upstream.py); its base URL."""
+    """The tests' upstream HTTP server (tests/support/upstream.py); its base URL."""
     port = free_port()
     log = tmp_path_factory.mktemp("upstream") / "upstream.log"
-    proc = Process([sys.executable, str(ROOT / "tests" / "upstream.py"), str(port)], log)
+    script = ROOT / "tests" / "support" / "upstream.py"
+    proc = Process([sys.executable, str(script), str(port)], log)
     url = f"http://127.0.0.1:{port}"
     wait_for(lambda: "ready" in proc.output(), 15, "the upstream server")
     yield url

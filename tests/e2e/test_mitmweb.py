@@ -19,7 +19,7 @@ import pytest
 from mitmproxy.utils.emoji import emoji
 
 from tests.conftest import Proxy, ProxyFactory, free_port, wait_for
-from tests.upstream import PATTERN
+from tests.support.upstream import PATTERN
 
 KiB = 1024
 MiB = 1024 * KiB

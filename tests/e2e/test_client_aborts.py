@@ -15,9 +15,7 @@ import httpx
 import pytest
 
 from tests.conftest import Proxy
-from tests.e2e_helpers import HEADER_END, counter_of, parse_response
-from tests.proc_stats import KiB, MiB, RssSampler
-from tests.test_upstream_faults import (
+from tests.e2e.test_upstream_faults import (
     Resources,
     Snapshot,
     assert_good_request_still_works,
@@ -26,7 +24,9 @@ from tests.test_upstream_faults import (
     dechunk,
     is_pattern,
 )
-from tests.upstream import PATTERN
+from tests.support.http_client import HEADER_END, counter_of, parse_response
+from tests.support.procfs import KiB, MiB, RssSampler
+from tests.support.upstream import PATTERN
 
 DECLARED_UPLOAD = 256 * MiB
 DOWNLOAD_SIZE = 1024 * MiB

@@ -27,8 +27,8 @@ import redis
 
 from counting_addon.embedded_redis import EmbeddedRedis
 from tests.conftest import Proxy, ProxyFactory, start_redis, wait_for
-from tests.e2e_helpers import status_of
-from tests.load import Load, Results
+from tests.support.http_client import status_of
+from tests.support.load import Load, Results
 
 UNREACHABLE = "Redis unreachable"
 REFUSED = "Redis refused us"

@@ -22,8 +22,8 @@ import redis
 from counting_addon.embedded_redis import EmbeddedRedis
 from counting_addon.redis_counter import check_url
 from tests.conftest import Process, Proxy, ProxyFactory, free_port, proxy_command, wait_for
-from tests.e2e_helpers import concurrent_gets, counter_of, status_of
-from tests.tls import (
+from tests.support.http_client import concurrent_gets, counter_of, status_of
+from tests.support.tls import (
     HOW_TO_GET_ONE,
     Certificates,
     TLSRedis,

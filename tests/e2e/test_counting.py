@@ -10,7 +10,7 @@ import httpx
 import redis
 
 from tests.conftest import ProxyFactory, free_port
-from tests.e2e_helpers import counter_of
+from tests.support.http_client import counter_of
 
 GETS = 1000
 POSTS = 200

@@ -30,8 +30,8 @@ import redis
 
 from counting_addon.status import READ_TIMEOUT
 from tests.conftest import Proxy, ProxyFactory, wait_for
-from tests.e2e_helpers import counter_of
-from tests.upstream import PATTERN
+from tests.support.http_client import counter_of
+from tests.support.upstream import PATTERN
 
 KiB = 1024
 MiB = 1024 * KiB

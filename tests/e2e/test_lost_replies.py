@@ -8,9 +8,9 @@ import httpx
 import redis
 
 from tests.conftest import ProxyFactory, start_redis, wait_for
-from tests.e2e_helpers import counter_of
-from tests.load import Load
-from tests.relay import Relay
+from tests.support.http_client import counter_of
+from tests.support.load import Load
+from tests.support.relay import Relay
 
 KILLS = 3
 

@@ -17,8 +17,8 @@ import httpx
 import pytest
 
 from tests.conftest import Proxy, ProxyFactory
-from tests.proc_stats import RssSampler
-from tests.upstream import CHUNK, PATTERN
+from tests.support.procfs import RssSampler
+from tests.support.upstream import CHUNK, PATTERN
 
 KiB = 1024
 MiB = 1024 * KiB

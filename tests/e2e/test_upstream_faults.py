@@ -26,9 +26,9 @@ import httpx
 import pytest
 
 from tests.conftest import Proxy, ProxyFactory, free_port, wait_for
-from tests.e2e_helpers import RawResponse, concurrent_gets, counter_of, raw_exchange
-from tests.proc_stats import MAX_RSS_GROWTH, KiB, MiB, RssSampler, status_bytes
-from tests.upstream import FAULT_PARTIAL, PATTERN
+from tests.support.http_client import RawResponse, concurrent_gets, counter_of, raw_exchange
+from tests.support.procfs import MAX_RSS_GROWTH, KiB, MiB, RssSampler, status_bytes
+from tests.support.upstream import FAULT_PARTIAL, PATTERN
 
 # A leak would never settle; a busy machine settles within a second or two.
 SETTLE_TIMEOUT = 20.0

@@ -10,7 +10,7 @@ import httpx
 import redis
 
 from tests.conftest import Proxy, ProxyFactory, free_port, wait_for
-from tests.e2e_helpers import counter_of, raw_exchange, status_of
+from tests.support.http_client import counter_of, raw_exchange, status_of
 
 STATUS_KEYS = {"counter", "uptime"}
 

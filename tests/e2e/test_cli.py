@@ -24,8 +24,8 @@ from tests.conftest import (
     wait_for,
     wait_until_serving,
 )
-from tests.e2e_helpers import status_of
-from tests.load import Load
+from tests.support.http_client import status_of
+from tests.support.load import Load
 
 OPTIONS = ["counter_redis_url", "counter_key", "counter_status_path", "counter_stream_threshold"]
 

@@ -20,7 +20,7 @@ from counting_addon.redis_counter import (
     client_options,
 )
 from tests.conftest import free_port, start_redis, wait_for
-from tests.relay import Relay
+from tests.support.relay import Relay
 
 
 def run[T](make: Callable[[], Awaitable[T]]) -> T:

@@ -39,7 +39,7 @@ from counting_addon.counting import STATUS_FLOW
 from counting_addon.redis_counter import check_url, client_options, redact
 from counting_addon.status import check_status_path, matches
 from tests.conftest import Process, Proxy, ProxyFactory, free_port, proxy_command, wait_for
-from tests.e2e_helpers import RawResponse, counter_of, raw_exchange
+from tests.support.http_client import RawResponse, counter_of, raw_exchange
 
 # Deterministic (derandomize, no example database written into the repository) and bounded:
 # every property test takes a few seconds at most, shrinking a failure included (the explain

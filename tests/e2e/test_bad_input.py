@@ -10,7 +10,7 @@ import httpx
 import pytest
 
 from tests.conftest import Process, Proxy, ProxyFactory, free_port, proxy_command, wait_for
-from tests.e2e_helpers import RawResponse, counter_of, raw_exchange
+from tests.support.http_client import RawResponse, counter_of, raw_exchange
 
 # How long a mitmdump with a bad option may take to give up: start-up plus error, on a busy
 # machine (it takes about a second on an idle one).

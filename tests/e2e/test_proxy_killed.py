@@ -9,7 +9,7 @@ import redis
 
 from counting_addon.redis_counter import WRITE_INTERVAL
 from tests.conftest import ProxyFactory
-from tests.load import Load
+from tests.support.load import Load
 
 CONCURRENCY = 8
 

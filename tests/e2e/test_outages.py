@@ -21,8 +21,8 @@ import redis
 
 from counting_addon.embedded_redis import EmbeddedRedis
 from tests.conftest import Proxy, ProxyFactory, start_redis, wait_for
-from tests.e2e_helpers import concurrent_gets, counter_of, status_of
-from tests.load import Load
+from tests.support.http_client import concurrent_gets, counter_of, status_of
+from tests.support.load import Load
 
 UNREACHABLE = "Redis unreachable"
 BACK = "Redis is back"
