@@ -14,7 +14,9 @@ from pathlib import Path
 import httpx
 import redis
 
-from tests.conftest import (
+from tests.support.http_client import status_of
+from tests.support.load import Load
+from tests.support.processes import (
     BIN,
     SCRIPT,
     Process,
@@ -24,8 +26,6 @@ from tests.conftest import (
     wait_for,
     wait_until_serving,
 )
-from tests.support.http_client import status_of
-from tests.support.load import Load
 
 OPTIONS = ["counter_redis_url", "counter_key", "counter_status_path", "counter_stream_threshold"]
 

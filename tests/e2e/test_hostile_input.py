@@ -38,8 +38,13 @@ from counting_addon import CountingProxy, StatusEndpoint, StreamBodies
 from counting_addon.counting import STATUS_FLOW
 from counting_addon.redis_counter import check_url, client_options, redact
 from counting_addon.status import check_status_path, matches
-from tests.conftest import Process, Proxy, ProxyFactory, free_port, proxy_command, wait_for
-from tests.support.http_client import RawResponse, counter_of, raw_exchange
+from tests.support.http_client import (
+    RawResponse,
+    assert_good_request_served,
+    counter_of,
+    raw_exchange,
+)
+from tests.support.processes import Process, Proxy, ProxyFactory, free_port, proxy_command, wait_for
 
 # Deterministic (derandomize, no example database written into the repository) and bounded:
 # every property test takes a few seconds at most, shrinking a failure included (the explain
@@ -428,7 +433,6 @@ def test_password_as_typed_never_shown(pair: tuple[str, str]) -> None:
 
 # --- hostile HTTP, end to end ----------------------------------------------------------------
 
-GOOD_REQUEST = b"GET /good HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
 # Generous: several proxies and test suites share two cores.
 EXCHANGE_TIMEOUT = 30.0
 
@@ -720,12 +724,6 @@ def assert_clean_output(proxy: Proxy, redis_up: bool = True) -> None:
             assert problem not in output, output[-3000:]
 
 
-def assert_good_request_served(proxy: Proxy) -> None:
-    r = exchange(proxy.port, GOOD_REQUEST)
-    assert r.status == 200, r.raw[:300]
-    assert json_body(r)["path"] == "/good", r.raw[:300]
-
-
 @pytest.mark.parametrize("kind", list(KINDS))
 def test_hostile_http_is_refused_or_proxied_and_counted_exactly(proxy: Proxy, kind: str) -> None:
     """Each case on a normal path and on /status: an answer (an error unless the request is
@@ -747,7 +745,7 @@ def test_hostile_http_is_refused_or_proxied_and_counted_exactly(proxy: Proxy, ki
             case.check(r)
         expected += case.counted
         assert counter_of(proxy.url) == expected, f"{case.name}: {case.why}"
-        assert_good_request_served(proxy)
+        assert_good_request_served(proxy.port, EXCHANGE_TIMEOUT)
         expected += 1
         assert counter_of(proxy.url) == expected, f"{case.name}: the good request after it"
         assert_clean_output(proxy)

@@ -4,19 +4,14 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import httpx
 import redis
 
-from tests.conftest import ProxyFactory, start_redis, wait_for
-from tests.support.http_client import counter_of
+from tests.support.http_client import counter_of, status_of
 from tests.support.load import Load
+from tests.support.processes import ProxyFactory, start_redis, wait_for
 from tests.support.relay import Relay
 
 KILLS = 3
-
-
-def status_code(url: str) -> int:
-    return httpx.get(f"{url}/status", timeout=10).status_code
 
 
 def test_redis_killed_mid_write_under_load_loses_and_doubles_nothing(
@@ -44,7 +39,7 @@ def test_redis_killed_mid_write_under_load_loses_and_doubles_nothing(
                 load.wait_for_more(300)  # the proxy serves on without Redis
                 server.start()
                 # The lost batch has been resent (and skipped) before the relay is armed again.
-                wait_for(lambda: status_code(proxy.url) == 200, 30, "/status back to 200")
+                wait_for(lambda: status_of(proxy.url).status_code == 200, 30, "/status back to 200")
             load.wait_for_more(300)
         results = load.results
         assert results.failed == []

@@ -18,7 +18,7 @@ import httpx
 import pytest
 from mitmproxy.utils.emoji import emoji
 
-from tests.conftest import Proxy, ProxyFactory, free_port, wait_for
+from tests.support.processes import Proxy, ProxyFactory, free_port, wait_for, web_options
 from tests.support.upstream import PATTERN
 
 KiB = 1024
@@ -75,12 +75,7 @@ def start_web(
     proxy = start_proxy(
         upstream,
         redis_url,
-        "--set",
-        f"web_port={web_port}",
-        "--set",
-        "web_host=127.0.0.1",
-        "--set",
-        "web_open_browser=false",
+        *web_options(web_port),
         "--set",
         f"web_password={PASSWORD}",
         *args,

@@ -8,7 +8,6 @@ proxying goes on, every count waits in memory, and shutdown reports exactly thos
 
 from __future__ import annotations
 
-import json
 import re
 import time
 from collections.abc import Callable, Iterator
@@ -21,8 +20,9 @@ import redis
 
 from counting_addon.embedded_redis import EmbeddedRedis
 from counting_addon.redis_counter import check_url
-from tests.conftest import Process, Proxy, ProxyFactory, free_port, proxy_command, wait_for
-from tests.support.http_client import concurrent_gets, counter_of, status_of
+from tests.support.http_client import concurrent_gets, counter_of, status_json, status_of
+from tests.support.processes import Process, Proxy, ProxyFactory, free_port, proxy_command, wait_for
+from tests.support.redis_admin import script_calls
 from tests.support.tls import (
     HOW_TO_GET_ONE,
     Certificates,
@@ -94,7 +94,7 @@ def rogue_redis(redis_binary: Path, certs: Certificates, tmp_path: Path) -> Iter
 # --- helpers -----------------------------------------------------------------------------------
 
 
-def send(url: str, count: int) -> None:
+def send_concurrently(url: str, count: int) -> None:
     """`count` proxied GETs, `CONNECTIONS` at a time; every one must get a 200."""
     responses = concurrent_gets(f"{url}/tls", count, CONNECTIONS, BURST_TIMEOUT)
     codes = [r.status_code for r in responses]
@@ -104,12 +104,8 @@ def send(url: str, count: int) -> None:
 def status(url: str) -> tuple[Status, float]:
     """/status's code and JSON body, and how long it took."""
     start = time.monotonic()
-    r = status_of(url, timeout=30)
-    elapsed = time.monotonic() - start
-    assert r.headers.get("content-type") == "application/json", (r.status_code, r.text)
-    body = json.loads(r.content)
-    assert isinstance(body, dict), (r.status_code, r.text)
-    return (r.status_code, body), elapsed
+    answer = status_json(url, timeout=30)
+    return answer, time.monotonic() - start
 
 
 def problems_logged(p: Proxy, redis_url: str) -> list[str]:
@@ -142,7 +138,7 @@ def assert_one_clear_failure(
     Returns the error /status gave.
     """
     before = attempts_seen()
-    send(p.url, FAILING_REQUESTS)
+    send_concurrently(p.url, FAILING_REQUESTS)
     wait_for(lambda: bool(problems_logged(p, redis_url)), NOTICED, "a warning about Redis")
 
     started = time.monotonic()
@@ -160,7 +156,7 @@ def assert_one_clear_failure(
         assert re.search(expect, str(body["error"])), body
         # Every proxied request is a count waiting in memory: none lost, none counted twice.
         assert body["pending"] == FAILING_REQUESTS, body
-    send(p.url, FAILING_REQUESTS)
+    send_concurrently(p.url, FAILING_REQUESTS)
     attempts = attempts_seen() - before
 
     logged = problems_logged(p, redis_url)
@@ -260,15 +256,14 @@ def test_counts_exactly_through_tls(
     p = start_proxy(upstream, url)
 
     start = time.monotonic()
-    send(p.url, REQUESTS)
+    send_concurrently(p.url, REQUESTS)
     sent_in = time.monotonic() - start
     start = time.monotonic()
     counter = counter_of(p.url)
     status_in = time.monotonic() - start
     with tls_redis.client() as client:
         stored = client.get("counter")
-        stats = client.info("commandstats")
-    writes = sum(int(stats.get(f"cmdstat_{c}", {}).get("calls", 0)) for c in ("evalsha", "eval"))
+        writes = script_calls(client)
     print(
         f"\n  {REQUESTS} requests in {sent_in:.2f}s ({REQUESTS / sent_in:.0f}/s), "
         f"/status in {status_in * 1000:.0f} ms, {writes} batched writes over TLS"

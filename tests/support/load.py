@@ -28,6 +28,11 @@ class Results:
         return max(self.latencies)
 
 
+def ms(seconds: float) -> str:
+    """A latency for a message: milliseconds, rounded."""
+    return f"{seconds * 1000:.0f} ms"
+
+
 class Load:
     """`concurrency` clients sending GETs to `url` until stopped, `max_requests` are sent, or
     `max_seconds` pass. A 200 counts as ok; anything else is a failure with its reason.

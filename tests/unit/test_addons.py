@@ -14,7 +14,7 @@ from mitmproxy.proxy.mode_specs import ProxyMode
 from mitmproxy.test import taddons, tflow, tutils
 
 from counting_addon import CountingProxy, CountRequests, StatusEndpoint, StreamBodies
-from tests.conftest import free_port
+from tests.support.processes import free_port
 
 REVERSE = "reverse:http://127.0.0.1:1"
 
