@@ -20,6 +20,7 @@ from tests.support.processes import (
     start_redis,
     wait_for,
 )
+from tests.support.tls import Certificates, make_certificates
 
 
 @pytest.fixture(scope="session")
@@ -54,6 +55,12 @@ def own_redis(tmp_path: Path) -> Iterator[EmbeddedRedis]:
 def redis_client(redis_url: str) -> Iterator[redis.Redis]:
     with redis.Redis.from_url(redis_url) as client:
         yield client
+
+
+@pytest.fixture(scope="session")
+def certs(tmp_path_factory: pytest.TempPathFactory) -> Certificates:
+    """A test CA, and certificates for servers and clients (tests/support/tls.py)."""
+    return make_certificates(tmp_path_factory.mktemp("certs"))
 
 
 @pytest.fixture(scope="session")

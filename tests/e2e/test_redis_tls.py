@@ -12,14 +12,12 @@ import re
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from urllib.parse import quote
 
 import httpx
 import pytest
 import redis
 
 from counting_addon.embedded_redis import EmbeddedRedis
-from counting_addon.redis_counter import check_url
 from tests.support.http_client import concurrent_gets, counter_of, status_json, status_of
 from tests.support.processes import Process, Proxy, ProxyFactory, free_port, proxy_command, wait_for
 from tests.support.redis_admin import script_calls
@@ -28,7 +26,6 @@ from tests.support.tls import (
     Certificates,
     TLSRedis,
     find_tls_server,
-    make_certificates,
     tls_url,
 )
 
@@ -64,11 +61,6 @@ def redis_binary() -> Path:
     if found is None:
         pytest.skip(HOW_TO_GET_ONE)
     return found
-
-
-@pytest.fixture(scope="module")
-def certs(tmp_path_factory: pytest.TempPathFactory) -> Certificates:
-    return make_certificates(tmp_path_factory.mktemp("certs"))
 
 
 @pytest.fixture(scope="module")
@@ -179,26 +171,6 @@ def assert_one_clear_failure(
 
 
 # --- the option check --------------------------------------------------------------------------
-
-
-def test_option_check_accepts_rediss_urls(certs: Certificates, tmp_path: Path) -> None:
-    """The counter_redis_url check accepts rediss:// URLs with the TLS query arguments that
-    redis-py understands, with or without a database in the path, and refuses one naming a
-    CA file that does not exist."""
-    ca = str(certs.ca)
-    (tmp_path / "with space.pem").write_bytes(certs.ca.read_bytes())
-    spaced = quote(str(tmp_path / "with space.pem"), safe="")
-    for url in [
-        tls_url(6380, certs.ca),
-        f"rediss://127.0.0.1:6380?ssl_ca_certs={ca}",
-        f"rediss://127.0.0.1:6380/?ssl_ca_certs={ca}&db=2",
-        f"rediss://:pw@localhost:6380/3?ssl_ca_certs={ca}&ssl_cert_reqs=required",
-        "rediss://user:pw@127.0.0.1/0?ssl_cert_reqs=none&ssl_check_hostname=false",
-        f"rediss://127.0.0.1:6380/0?ssl_ca_certs={spaced}&ssl_min_version=3",
-    ]:
-        check_url(url)
-    with pytest.raises(ValueError, match="ssl_ca_certs: no such file"):
-        check_url(f"rediss://127.0.0.1:6380/0?ssl_ca_certs={tmp_path / 'missing.pem'}")
 
 
 # A misspelt TLS argument: redis-py passes unknown query arguments to the connection class,
