@@ -24,7 +24,7 @@ from tests.support.http_client import (
     send,
     status_json,
 )
-from tests.support.load import Load, ms
+from tests.support.load import bounded_load, ms
 from tests.support.processes import Proxy, ProxyFactory, lines_with, wait_for
 from tests.support.redis_admin import script_calls, stored
 
@@ -40,9 +40,6 @@ RECOVERY = 15.0
 # The shutdown waits at most 3 s for Redis; mitmdump needs a little more to exit.
 CLOSE_TIMEOUT = 3.0
 EXIT_MARGIN = 3.0
-# Bounds for every background load (Load's own defaults are larger).
-LOAD_REQUESTS = 40_000
-LOAD_SECONDS = 60.0
 BURST = 300
 BURST_CONNECTIONS = 20
 BURST_TIMEOUT = 60.0
@@ -81,10 +78,6 @@ def stop_timed(proxy: Proxy, sig: int = signal.SIGTERM) -> tuple[int, float]:
     start = time.monotonic()
     code = proxy.stop(sig)
     return code, time.monotonic() - start
-
-
-def bounded_load(url: str, concurrency: int) -> Load:
-    return Load(url, concurrency, max_requests=LOAD_REQUESTS, max_seconds=LOAD_SECONDS)
 
 
 # --- 1. Redis stopped and restarted under traffic ----------------------------------------------

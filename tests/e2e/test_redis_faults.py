@@ -24,7 +24,7 @@ import redis
 
 from counting_addon.embedded_redis import EmbeddedRedis
 from tests.support.http_client import counter_is, poll_status, send, status_json
-from tests.support.load import Load, Results, ms
+from tests.support.load import Results, bounded_load, ms
 from tests.support.processes import Proxy, ProxyFactory, lines_with, wait_for
 from tests.support.redis_admin import admin_of, key_value, script_calls
 
@@ -34,8 +34,6 @@ OTHER_ERROR = "Redis error"
 BACK = "Redis is back"
 
 LOAD_CONCURRENCY = 8
-LOAD_REQUESTS = 40_000
-LOAD_SECONDS = 60.0
 # Requests to see succeed before a fault (a baseline latency) and after it (the "during"
 # window then includes requests that were in flight when the stall ended).
 WARM_UP = 160
@@ -61,10 +59,6 @@ KILL_ROUNDS = 60
 STATUS_EVERY = 5
 BEFORE_FIX = 20
 AFTER_FIX = 15
-
-
-def bounded_load(url: str) -> Load:
-    return Load(url, LOAD_CONCURRENCY, max_requests=LOAD_REQUESTS, max_seconds=LOAD_SECONDS)
 
 
 class Blocking(threading.Thread):
@@ -175,7 +169,7 @@ def test_client_pause_write_under_load(
     """CLIENT PAUSE WRITE holds the writer's script for 4 s: requests don't wait, /status
     answers in bounded time, and every count lands exactly once afterwards."""
     p = start_proxy(upstream, own_redis.url)
-    with admin_of(own_redis) as admin, bounded_load(p.url) as load:
+    with admin_of(own_redis) as admin, bounded_load(p.url, LOAD_CONCURRENCY) as load:
         load.wait_for_more(WARM_UP)
         stall_from = len(load.results.latencies)
         admin.execute_command("CLIENT", "PAUSE", PAUSE_MS, "WRITE")
@@ -209,7 +203,7 @@ def test_debug_sleep_under_load(
     """DEBUG SLEEP blocks the whole server for 3 s: requests don't wait, /status answers in
     bounded time, and every count lands exactly once afterwards."""
     p = start_proxy(upstream, own_redis.url)
-    with bounded_load(p.url) as load:
+    with bounded_load(p.url, LOAD_CONCURRENCY) as load:
         load.wait_for_more(WARM_UP)
         stall_from = len(load.results.latencies)
         sleeper = Blocking(own_redis, "DEBUG", "SLEEP", SLEEP_SECONDS)
@@ -241,7 +235,7 @@ def test_connections_killed_under_load(
     p = start_proxy(upstream, own_redis.url)
     killed: list[int] = []
     status_answers: list[tuple[int, float]] = []
-    with admin_of(own_redis) as admin, bounded_load(p.url) as load:
+    with admin_of(own_redis) as admin, bounded_load(p.url, LOAD_CONCURRENCY) as load:
         load.wait_for_more(WARM_UP)
         start = time.monotonic()
         for round_ in range(KILL_ROUNDS):

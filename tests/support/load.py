@@ -105,3 +105,13 @@ class Load:
                     i += 1
 
         await asyncio.gather(*(client(n) for n in range(self.concurrency)))
+
+
+# Bounds for a load that runs through a fault; Load's own defaults are larger.
+FAULT_LOAD_REQUESTS = 40_000
+FAULT_LOAD_SECONDS = 60.0
+
+
+def bounded_load(url: str, concurrency: int) -> Load:
+    """A Load within FAULT_LOAD_REQUESTS and FAULT_LOAD_SECONDS."""
+    return Load(url, concurrency, max_requests=FAULT_LOAD_REQUESTS, max_seconds=FAULT_LOAD_SECONDS)
