@@ -14,7 +14,6 @@ import os
 import platform
 import re
 import shutil
-import socket
 import subprocess
 import sys
 import tempfile
@@ -31,6 +30,11 @@ import redis
 from benchmarks.profile import profile
 from counting_addon.embedded_redis import EmbeddedRedis, stop_process
 
+# The tests' helpers for ports and /proc, one copy of each: they need nothing the bench's own
+# install lacks.
+from tests.support.processes import free_port
+from tests.support.procfs import KiB, MiB, cpu_seconds, status_bytes
+
 ROOT = Path(__file__).resolve().parent.parent
 BIN = Path(sys.executable).parent
 OUT = ROOT / "docs" / "benchmarks"
@@ -42,13 +46,6 @@ REDIS_WRITES = ("incr", "evalsha", "eval")
 
 def log(message: str) -> None:
     print(f"[{time.strftime('%H:%M:%S')}] {message}", flush=True)
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port: int = s.getsockname()[1]
-        return port
 
 
 def wait_http(url: str, process: subprocess.Popen[bytes], timeout: float = 60.0) -> None:
@@ -73,19 +70,6 @@ PROXY_CPUS = {0} if (os.cpu_count() or 1) >= 2 else None
 def pin_to_proxy_cpus() -> None:
     if PROXY_CPUS is not None:
         os.sched_setaffinity(0, PROXY_CPUS)
-
-
-def cpu_seconds(pid: int) -> float:
-    """User plus system CPU time the process has used."""
-    fields = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-
-
-def rss_kib(pid: int, field_name: str = "VmRSS") -> int:
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith(field_name + ":"):
-            return int(line.split()[1])
-    raise RuntimeError(f"no {field_name} for {pid}")
 
 
 @dataclass
@@ -335,7 +319,7 @@ class Bench:
                     "redis_writes_per_request": writes / proxied if v.counts else None,
                     "status_ms": sampler.status,
                     "sampled_proxied_ms": sampler.proxied,
-                    "peak_rss_mib": rss_kib(v.process.pid, "VmHWM") / 1024,
+                    "peak_rss_mib": status_bytes(v.process.pid, "VmHWM") / MiB,
                     # nginx's work happens in its worker, not in the process we started.
                     "cpu_us_per_request": cpu / served * 1e6 if v.name != "nginx" else None,
                 }
@@ -380,13 +364,13 @@ class Bench:
     @contextmanager
     def rss_growth(self, pid: int) -> Iterator[list[int]]:
         """Yields a list that, afterwards, holds the RSS growth in KiB over the baseline."""
-        baseline = rss_kib(pid)
+        baseline = status_bytes(pid, "VmRSS") // KiB
         peak = [baseline]
         stop = threading.Event()
 
         def sample() -> None:
             while not stop.wait(0.01):
-                peak[0] = max(peak[0], rss_kib(pid))
+                peak[0] = max(peak[0], status_bytes(pid, "VmRSS") // KiB)
 
         thread = threading.Thread(target=sample, daemon=True)
         thread.start()

@@ -23,7 +23,7 @@ for _ in range(int(sys.argv[2])):
 PY
 }
 
-origin=$(port); "$BIN/python" "$ROOT/tests/upstream.py" "$origin" > "$work/origin.log" 2>&1 & pids+=($!)
+origin=$(port); "$BIN/python" "$ROOT/tests/support/upstream.py" "$origin" > "$work/origin.log" 2>&1 & pids+=($!)
 redis=$(port); "$BIN/redis-server" --port "$redis" --save "" --appendonly no > "$work/redis.log" 2>&1 & pids+=($!)
 echo "addons = []" > "$work/empty.py"
 sleep 1

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import fcntl
 import os
-import shutil
 import struct
 import subprocess
 import termios
@@ -14,18 +13,19 @@ from pathlib import Path
 import httpx
 import redis
 
-from tests.conftest import (
+from tests.support.http_client import status_of
+from tests.support.load import Load
+from tests.support.processes import (
     BIN,
     SCRIPT,
-    Process,
+    Proxy,
     ProxyFactory,
     free_port,
     proxy_command,
+    reload_script,
+    script_copy,
     wait_for,
-    wait_until_serving,
 )
-from tests.e2e_helpers import status_of
-from tests.load import Load
 
 OPTIONS = ["counter_redis_url", "counter_key", "counter_status_path", "counter_stream_threshold"]
 
@@ -118,28 +118,16 @@ def test_script_reload_under_traffic_loses_and_doubles_nothing(
 ) -> None:
     """mitmproxy reloads a -s script when its file changes; edited three times while clients
     keep sending, the counts survive each swap exactly and the old instances let go of Redis."""
-    script = tmp_path / "addon.py"
-    shutil.copy(SCRIPT, script)
-    port = free_port()
-    command = proxy_command(
-        "mitmdump", upstream, port, tmp_path / "confdir", "--set", f"counter_redis_url={redis_url}"
-    )
-    command[command.index(str(SCRIPT))] = str(script)
+    script = script_copy(tmp_path)
     before = {c["id"] for c in redis_client.client_list()}
-    proxy = Process(command, tmp_path / "mitmdump.log")
-    url = f"http://127.0.0.1:{port}"
+    proxy = Proxy(tmp_path / "proxy", upstream, redis_url, script=script)
+    url = proxy.url
     try:
-        wait_until_serving(proxy, url)
+        proxy.wait_ready()
         with Load(url, concurrency=8, max_seconds=120) as load:
-            for edit in range(3):
+            for _ in range(3):
                 load.wait_for_more(30)
-                loads = proxy.output().count("Loading script")
-                script.write_text(script.read_text() + f"\n# edit {edit}\n")
-                wait_for(
-                    lambda n=loads: proxy.output().count("Loading script") > n,  # type: ignore[misc]
-                    30,
-                    "the script to reload",
-                )
+                reload_script(proxy, script)
             load.wait_for_more(30)
         results = load.results
         assert not results.failed, results.failed[:5]

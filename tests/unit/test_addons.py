@@ -14,7 +14,7 @@ from mitmproxy.proxy.mode_specs import ProxyMode
 from mitmproxy.test import taddons, tflow, tutils
 
 from counting_addon import CountingProxy, StatusEndpoint, StreamBodies
-from tests.conftest import free_port
+from tests.support.processes import free_port
 
 REVERSE = "reverse:http://127.0.0.1:1"
 
@@ -65,6 +65,8 @@ class TestOptions:
             ("counter_redis_url", "localhost:6379"),
             ("counter_redis_url", "redis://localhost:notaport/0"),
             ("counter_redis_url", "redis://localhost:6379/notadb"),
+            # redis-py passes an argument it doesn't know on as text, and fails oddly with it.
+            ("counter_redis_url", "redis://:pw@localhost:6379/0?retry=0"),
             ("counter_key", ""),
             ("counter_key", "bad\nkey"),
             ("counter_status_path", "status"),

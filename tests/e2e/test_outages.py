@@ -7,22 +7,26 @@ Each test that stops, restarts or pauses Redis runs its own redis-server (`own_r
 
 from __future__ import annotations
 
-import json
 import re
 import signal
 import statistics
 import time
-from collections.abc import Callable, Iterator
-from pathlib import Path
 
-import httpx
 import pytest
 import redis
 
 from counting_addon.embedded_redis import EmbeddedRedis
-from tests.conftest import Proxy, ProxyFactory, start_redis, wait_for
-from tests.e2e_helpers import concurrent_gets, counter_of, status_of
-from tests.load import Load
+from tests.support.http_client import (
+    concurrent_gets,
+    counter_is,
+    counter_of,
+    poll_status,
+    send,
+    status_json,
+)
+from tests.support.load import bounded_load, ms
+from tests.support.processes import Proxy, ProxyFactory, lines_with, wait_for
+from tests.support.redis_admin import script_calls, stored
 
 UNREACHABLE = "Redis unreachable"
 BACK = "Redis is back"
@@ -36,58 +40,15 @@ RECOVERY = 15.0
 # The shutdown waits at most 3 s for Redis; mitmdump needs a little more to exit.
 CLOSE_TIMEOUT = 3.0
 EXIT_MARGIN = 3.0
-# Bounds for every background load (Load's own defaults are larger).
-LOAD_REQUESTS = 40_000
-LOAD_SECONDS = 60.0
 BURST = 300
 BURST_CONNECTIONS = 20
 BURST_TIMEOUT = 60.0
 # Shorter than the proxy's 2.5 s command timeout: the writer waits instead of failing.
 PAUSE_MS = 800
 
-Status = tuple[int, dict[str, object]]
-
-
-@pytest.fixture
-def own_redis(tmp_path: Path) -> Iterator[EmbeddedRedis]:
-    """A redis-server of this test's own, free to stop, restart and pause.
-
-    Requested before `start_proxy`, so it is stopped after the proxies have written their last
-    counts.
-    """
-    server = start_redis(tmp_path / "redis")
-    yield server
-    server.stop()
-
 
 def is_int(value: object) -> bool:
     return isinstance(value, int) and not isinstance(value, bool)
-
-
-def status(url: str) -> Status:
-    """/status's code and JSON body; fails the test if the body isn't a JSON object."""
-    r = status_of(url)
-    assert r.headers.get("content-type") == "application/json", (r.status_code, r.text)
-    body = json.loads(r.content)
-    assert isinstance(body, dict), (r.status_code, r.text)
-    return r.status_code, body
-
-
-def poll_status(
-    url: str, accept: Callable[[int, dict[str, object]], bool], timeout: float, what: str
-) -> Status:
-    """Ask /status until `accept(code, body)` holds; the accepted answer."""
-    last: list[Status] = []
-
-    def check() -> bool:
-        last[:] = [status(url)]
-        return accept(*last[0])
-
-    try:
-        wait_for(check, timeout, what)
-    except AssertionError as e:
-        raise AssertionError(f"{e}; last /status answer: {last}") from None
-    return last[0]
 
 
 def is_outage(code: int, body: dict[str, object]) -> bool:
@@ -105,29 +66,6 @@ def is_outage(code: int, body: dict[str, object]) -> bool:
     )
 
 
-def counter_is(expected: int) -> Callable[[int, dict[str, object]], bool]:
-    return lambda code, body: code == 200 and body.get("counter") == expected
-
-
-def lines_with(proxy: Proxy, text: str) -> list[str]:
-    return [line for line in proxy.output().splitlines() if text in line]
-
-
-def key_value(server_url: str, key: str = "counter") -> bytes | None:
-    with redis.Redis.from_url(server_url, socket_timeout=5) as client:
-        value = client.get(key)
-        assert value is None or isinstance(value, bytes)
-        return value
-
-
-def script_calls(client: redis.Redis) -> int:
-    """EVAL/EVALSHA commands Redis has run so far: the counter's writes, failed ones too."""
-    stats = client.info("commandstats")
-    return sum(
-        int(stats.get(name, {}).get("calls", 0)) for name in ("cmdstat_evalsha", "cmdstat_eval")
-    )
-
-
 def burst(url: str, count: int = BURST) -> int:
     """`count` GETs as fast as `BURST_CONNECTIONS` connections go; how many got a 200."""
     responses = concurrent_gets(f"{url}/burst", count, BURST_CONNECTIONS, BURST_TIMEOUT)
@@ -135,27 +73,11 @@ def burst(url: str, count: int = BURST) -> int:
     return [r.status_code for r in responses].count(200)
 
 
-def send(url: str, path: str, count: int) -> None:
-    """`count` GETs one after another, each of which must succeed."""
-    with httpx.Client(base_url=url, timeout=30) as client:
-        for i in range(count):
-            r = client.get(f"{path}/{i}")
-            assert r.status_code == 200, (r.status_code, r.text)
-
-
 def stop_timed(proxy: Proxy, sig: int = signal.SIGTERM) -> tuple[int, float]:
     """SIGTERM (or `sig`) to the proxy; its exit code and how long it took to exit."""
     start = time.monotonic()
     code = proxy.stop(sig)
     return code, time.monotonic() - start
-
-
-def bounded_load(url: str, concurrency: int) -> Load:
-    return Load(url, concurrency, max_requests=LOAD_REQUESTS, max_seconds=LOAD_SECONDS)
-
-
-def ms(seconds: float) -> str:
-    return f"{seconds * 1000:.0f} ms"
 
 
 # --- 1. Redis stopped and restarted under traffic ----------------------------------------------
@@ -199,7 +121,7 @@ def test_redis_stopped_under_load_then_back(
     assert max(during) < LATENCY_LIMIT, f"a request took {max(during):.2f}s during the outage"
 
     poll_status(p.url, counter_is(results.ok), RECOVERY, f"counter == {results.ok}")
-    assert key_value(own_redis.url) == str(results.ok).encode()
+    assert stored(own_redis) == str(results.ok).encode()
 
     unreachable = lines_with(p, UNREACHABLE)
     back = lines_with(p, BACK)
@@ -266,7 +188,7 @@ def test_sigterm_with_redis_stopped_reports_lost_counts(
     assert counter_of(p.url) == 10
     own_redis.stop()
     send(p.url, "/while-down", 17)
-    code, body = status(p.url)
+    code, body = status_json(p.url)
     assert is_outage(code, body), (code, body)
     pending = body["pending"]
     assert pending == 17, body
@@ -281,7 +203,7 @@ def test_sigterm_with_redis_stopped_reports_lost_counts(
     assert match is not None and int(match.group(1)) == pending, lost[0]
     # The lost counts really were not written: Redis holds what was written before.
     own_redis.start()
-    assert key_value(own_redis.url) == b"10"
+    assert stored(own_redis) == b"10"
 
 
 # --- 3. Two proxies on one Redis through an outage ---------------------------------------------
@@ -308,12 +230,10 @@ def test_two_proxies_through_an_outage(
     assert load_a.results.failed == [], load_a.results.failed[:10]
     assert load_b.results.failed == [], load_b.results.failed[:10]
 
-    wait_for(
-        lambda: key_value(own_redis.url) == str(total).encode(), RECOVERY, f"the key == {total}"
-    )
+    wait_for(lambda: stored(own_redis) == str(total).encode(), RECOVERY, f"the key == {total}")
     assert counter_of(a.url) == total
     assert counter_of(b.url) == total
-    assert key_value(own_redis.url) == str(total).encode()
+    assert stored(own_redis) == str(total).encode()
     for proxy in (a, b):
         assert len(lines_with(proxy, UNREACHABLE)) == 1, lines_with(proxy, UNREACHABLE)
         assert len(lines_with(proxy, BACK)) == 1, lines_with(proxy, BACK)
@@ -333,13 +253,13 @@ def test_non_integer_value_under_the_key(
     writes = script_calls(redis_client)
     send(p.url, "/bad-value", 5)
     wait_for(lambda: bool(lines_with(p, NOT_AN_INTEGER)), 10, "the not-an-integer warning")
-    code, body = status(p.url)
+    code, body = status_json(p.url)
     assert is_outage(code, body), (code, body)
     assert NOT_AN_INTEGER in str(body["error"]), body
     assert body["pending"] == 5, body
 
     send(p.url, "/still-bad", 7)
-    code, body = status(p.url)
+    code, body = status_json(p.url)
     assert is_outage(code, body), (code, body)
     assert NOT_AN_INTEGER in str(body["error"]), body
     assert body["pending"] == 12, body

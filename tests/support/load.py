@@ -28,6 +28,11 @@ class Results:
         return max(self.latencies)
 
 
+def ms(seconds: float) -> str:
+    """A latency for a message: milliseconds, rounded."""
+    return f"{seconds * 1000:.0f} ms"
+
+
 class Load:
     """`concurrency` clients sending GETs to `url` until stopped, `max_requests` are sent, or
     `max_seconds` pass. A 200 counts as ok; anything else is a failure with its reason.
@@ -100,3 +105,13 @@ class Load:
                     i += 1
 
         await asyncio.gather(*(client(n) for n in range(self.concurrency)))
+
+
+# Bounds for a load that runs through a fault; Load's own defaults are larger.
+FAULT_LOAD_REQUESTS = 40_000
+FAULT_LOAD_SECONDS = 60.0
+
+
+def bounded_load(url: str, concurrency: int) -> Load:
+    """A Load within FAULT_LOAD_REQUESTS and FAULT_LOAD_SECONDS."""
+    return Load(url, concurrency, max_requests=FAULT_LOAD_REQUESTS, max_seconds=FAULT_LOAD_SECONDS)

@@ -9,8 +9,8 @@ import time
 import httpx
 import redis
 
-from tests.conftest import Proxy, ProxyFactory, free_port, wait_for
-from tests.e2e_helpers import counter_of, raw_exchange, status_of
+from tests.support.http_client import counter_of, raw_exchange, status_of
+from tests.support.processes import Proxy, ProxyFactory, free_port, wait_for
 
 STATUS_KEYS = {"counter", "uptime"}
 

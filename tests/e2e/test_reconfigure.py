@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import itertools
 import re
-import shutil
 import threading
 import time
 from collections.abc import Callable
@@ -20,18 +19,16 @@ import pytest
 import redis
 
 from counting_addon.embedded_redis import EmbeddedRedis
-from tests.conftest import (
-    SCRIPT,
-    Process,
+from tests.support.http_client import counter_of, send
+from tests.support.mitmweb import start_web
+from tests.support.processes import (
+    Proxy,
     ProxyFactory,
-    free_port,
-    proxy_command,
+    reload_script,
+    script_copy,
     start_redis,
     wait_for,
-    wait_until_serving,
 )
-from tests.e2e_helpers import counter_of
-from tests.test_mitmweb import start_web
 
 TICK = 0.02
 LONGEST_GAP = 0.1
@@ -103,17 +100,12 @@ class Ticker(threading.Thread):
         return max(b - a for a, b in itertools.pairwise(times))
 
 
-def send(url: str, count: int) -> None:
-    for i in range(count):
-        assert httpx.get(f"{url}/n/{i}", timeout=10).status_code == 200
-
-
 def counts_pending(url: str, server: EmbeddedRedis) -> None:
     """BEFORE requests counted, then Redis stopped and DURING more sent: their counts wait."""
-    send(url, BEFORE)
+    send(url, "/before", BEFORE)
     assert counter_of(url) == BEFORE
     server.stop()
-    send(url, DURING)
+    send(url, "/during", DURING)
 
 
 def wait_for_keys(
@@ -148,11 +140,7 @@ def test_option_change_with_redis_down_never_blocks_and_loses_nothing(
             counts_pending(url, old)
             ticker = Ticker.running(url)
             sent_before = ticker.answered
-            value = "after" if change == "counter_key" else new.url
-            xsrf = "0123456789abcdef"
-            web.api.cookies.set("_mitmproxy_xsrf", xsrf)
-            r = web.api.put("/options", json={change: value}, headers={"X-XSRFToken": xsrf})
-            assert r.status_code == 200, r.text
+            web.set_options(**{change: "after" if change == "counter_key" else new.url})
             sent_after = ticker.answered
             ticker.wait_for_more(TICKS_AFTER)
             gap = ticker.finish()
@@ -186,98 +174,64 @@ def test_option_change_with_redis_down_never_blocks_and_loses_nothing(
         new.stop()
 
 
-def proxy_with_script_copy(
-    tmp_path: Path, upstream: str, redis_url: str
-) -> tuple[Process, Path, str]:
-    """mitmdump running a copy of the -s script, to edit, serving at the URL returned."""
-    script = tmp_path / "addon.py"
-    shutil.copy(SCRIPT, script)
-    port = free_port()
-    command = proxy_command(
-        "mitmdump", upstream, port, tmp_path / "confdir", "--set", f"counter_redis_url={redis_url}"
-    )
-    command[command.index(str(SCRIPT))] = str(script)
-    proxy = Process(command, tmp_path / "mitmdump.log")
-    url = f"http://127.0.0.1:{port}"
-    wait_until_serving(proxy, url)
-    return proxy, script, url
-
-
-def reload(proxy: Process, script: Path) -> None:
-    """Edit the script; return once mitmproxy has loaded it again."""
-    loads = proxy.output().count("Loading script")
-    script.write_text(script.read_text() + "\n# edited\n")
-    wait_for(lambda: proxy.output().count("Loading script") > loads, 30, "the reload")
-
-
 @pytest.mark.parametrize("fault", ["stopped", "paused"])
 def test_script_reload_with_redis_away_never_blocks_and_loses_nothing(
-    tmp_path: Path, upstream: str, fault: str
+    tmp_path: Path, own_redis: EmbeddedRedis, start_proxy: ProxyFactory, upstream: str, fault: str
 ) -> None:
     """The -s script edited (so mitmproxy reloads it) while Redis is stopped, or stalled by
     CLIENT PAUSE: the old instance's counts are written in the background once Redis is back,
     not dropped nor written twice."""
-    server = start_redis(tmp_path / "redis")
-    proxy, script, url = proxy_with_script_copy(tmp_path, upstream, server.url)
-    try:
-        if fault == "stopped":
-            counts_pending(url, server)
-        else:
-            send(url, BEFORE)
-            assert counter_of(url) == BEFORE
-            with redis.Redis.from_url(server.url) as admin:
-                admin.execute_command("CLIENT", "PAUSE", PAUSE_MS, "ALL")
-            paused_at = time.monotonic()
-            send(url, DURING)
-        ticker = Ticker.running(url)
-        reload(proxy, script)
-        ticker.wait_for_more(TICKS_AFTER)
-        gap = ticker.finish()
-        print(f"\nscript reloaded, Redis {fault}: longest gap between answers {gap * 1000:.0f} ms")
-        assert gap <= LONGEST_GAP, f"a request waited: {gap * 1000:.0f} ms between answers"
+    script = script_copy(tmp_path)
+    proxy: Proxy = start_proxy(upstream, own_redis.url, script=script)
+    url = proxy.url
+    if fault == "stopped":
+        counts_pending(url, own_redis)
+    else:
+        send(url, "/before", BEFORE)
+        assert counter_of(url) == BEFORE
+        with redis.Redis.from_url(own_redis.url) as admin:
+            admin.execute_command("CLIENT", "PAUSE", PAUSE_MS, "ALL")
+        paused_at = time.monotonic()
+        send(url, "/during", DURING)
+    ticker = Ticker.running(url)
+    reload_script(proxy, script)
+    ticker.wait_for_more(TICKS_AFTER)
+    gap = ticker.finish()
+    print(f"\nscript reloaded, Redis {fault}: longest gap between answers {gap * 1000:.0f} ms")
+    assert gap <= LONGEST_GAP, f"a request waited: {gap * 1000:.0f} ms between answers"
 
-        if fault == "stopped":
-            server.start()
-        else:
-            assert time.monotonic() - paused_at < PAUSE_MS / 1000, "the pause ended too soon"
-        total = BEFORE + DURING + ticker.answered
-        wait_for_keys(server, lambda v: v[0] == total, ["counter"], f"{total} counts")
-        assert counter_of(url) == total
-        output = proxy.output()
-        assert LOST not in output, output
-        assert output.count(WRITTEN) == 1, output
-        assert proxy.stop() == 0
-        # Nothing written twice, the shutdown's last writes included.
-        wait_for_keys(server, lambda v: v[0] == total, ["counter"], f"still {total} counts")
-    finally:
-        proxy.stop()
-        server.stop()
-    assert "Traceback" not in proxy.output()
+    if fault == "stopped":
+        own_redis.start()
+    else:
+        assert time.monotonic() - paused_at < PAUSE_MS / 1000, "the pause ended too soon"
+    total = BEFORE + DURING + ticker.answered
+    wait_for_keys(own_redis, lambda v: v[0] == total, ["counter"], f"{total} counts")
+    assert counter_of(url) == total
+    output = proxy.output()
+    assert LOST not in output, output
+    assert output.count(WRITTEN) == 1, output
+    assert proxy.stop() == 0
+    # Nothing written twice, the shutdown's last writes included.
+    wait_for_keys(own_redis, lambda v: v[0] == total, ["counter"], f"still {total} counts")
 
 
 def test_shutdown_after_a_reload_with_redis_down_is_bounded_and_reports_each_counter(
-    tmp_path: Path, upstream: str
+    tmp_path: Path, own_redis: EmbeddedRedis, start_proxy: ProxyFactory, upstream: str
 ) -> None:
     """SIGTERM with Redis down, the old instance's counter still retiring: the shutdown waits
     its 3 s for both, not the retirement's minutes, and each reports what it lost."""
-    server = start_redis(tmp_path / "redis")
-    proxy, script, url = proxy_with_script_copy(tmp_path, upstream, server.url)
-    try:
-        counts_pending(url, server)
-        reload(proxy, script)
-        send(url, 7)
-        started = time.monotonic()
-        assert proxy.stop() == 0
-        took = time.monotonic() - started
-        lost = sorted(
-            int(n) for n in re.findall(r"(\d+) counts could not be written", proxy.output())
-        )
-        print(f"\nexited {took:.2f}s after SIGTERM; lost {lost}")
-        assert took < CLOSE_TIMEOUT + EXIT_MARGIN, f"exited {took:.1f}s after SIGTERM"
-        assert lost == [DURING, 7], proxy.output()
-        server.start()
-        wait_for_keys(server, lambda v: v[0] == BEFORE, ["counter"], "the counts written before")
-    finally:
-        proxy.stop()
-        server.stop()
-    assert "Traceback" not in proxy.output()
+    script = script_copy(tmp_path)
+    proxy: Proxy = start_proxy(upstream, own_redis.url, script=script)
+    url = proxy.url
+    counts_pending(url, own_redis)
+    reload_script(proxy, script)
+    send(url, "/after", 7)
+    started = time.monotonic()
+    assert proxy.stop() == 0
+    took = time.monotonic() - started
+    lost = sorted(int(n) for n in re.findall(rf"(\d+) counts {LOST}", proxy.output()))
+    print(f"\nexited {took:.2f}s after SIGTERM; lost {lost}")
+    assert took < CLOSE_TIMEOUT + EXIT_MARGIN, f"exited {took:.1f}s after SIGTERM"
+    assert lost == [DURING, 7], proxy.output()
+    own_redis.start()
+    wait_for_keys(own_redis, lambda v: v[0] == BEFORE, ["counter"], "the counts written before")

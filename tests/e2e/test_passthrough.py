@@ -7,7 +7,7 @@ import json
 import httpx
 import pytest
 
-from tests.conftest import Proxy
+from tests.support.processes import Proxy
 
 
 def echo(response: httpx.Response) -> dict[str, object]:

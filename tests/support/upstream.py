@@ -34,6 +34,11 @@ FAULT_PARTIAL = 1000
 MAX_WAIT = 120.0
 
 
+def is_pattern(data: bytes) -> bool:
+    """Whether `data` is a prefix of the endless 0..255 pattern the bodies are made of."""
+    return data == (PATTERN * (len(data) // len(PATTERN) + 1))[: len(data)]
+
+
 def pattern_bytes(size: int) -> list[bytes]:
     """The download body as chunks: a fixed pattern a client can check."""
     full, rest = divmod(size, CHUNK)

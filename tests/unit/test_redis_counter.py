@@ -20,13 +20,9 @@ from counting_addon.redis_counter import (
     RedisCounter,
     client_options,
 )
-from tests.conftest import free_port, start_redis, wait_for
-from tests.relay import Relay
-
-
-def evalsha_calls(client: redis.Redis) -> int:
-    stats = client.info("commandstats")
-    return sum(int(stats.get(f"cmdstat_{c}", {}).get("calls", 0)) for c in ("evalsha", "eval"))
+from tests.support.processes import free_port, start_redis, wait_for
+from tests.support.redis_admin import script_calls
+from tests.support.relay import Relay
 
 
 async def test_counts_reach_redis_and_read_back(redis_url: str, redis_client: redis.Redis) -> None:
@@ -41,14 +37,14 @@ async def test_counts_reach_redis_and_read_back(redis_url: str, redis_client: re
 async def test_counts_made_at_once_go_in_one_write(
     redis_url: str, redis_client: redis.Redis
 ) -> None:
-    before = evalsha_calls(redis_client)
+    before = script_calls(redis_client)
     counter = RedisCounter(redis_url, "counter")
     for _ in range(500):
         counter.add()
     assert await counter.read() == 500
     assert await counter.close(1.0) == 0
     # One batch; a second call only if the script had to be loaded first.
-    assert evalsha_calls(redis_client) - before <= 2
+    assert script_calls(redis_client) - before <= 2
 
 
 def test_the_write_script_applies_each_sequence_number_once(redis_client: redis.Redis) -> None:
@@ -221,7 +217,7 @@ def test_the_clients_never_retry_on_their_own(redis_url: str) -> None:
 async def test_under_steady_load_writes_come_at_most_every_interval(
     redis_url: str, redis_client: redis.Redis
 ) -> None:
-    before = evalsha_calls(redis_client)
+    before = script_calls(redis_client)
     counter = RedisCounter(redis_url, "counter")
     started = time.monotonic()
     for _ in range(100):  # a count every 5 ms, for half a second or more
@@ -230,7 +226,7 @@ async def test_under_steady_load_writes_come_at_most_every_interval(
     elapsed = time.monotonic() - started
     assert await counter.read() == 100
     assert await counter.close(1.0) == 0
-    writes = evalsha_calls(redis_client) - before
+    writes = script_calls(redis_client) - before
     # One write per interval, plus the one for read() and a script load; one a count without.
     assert writes <= elapsed / WRITE_INTERVAL + 3
 

@@ -13,7 +13,15 @@ import pytest
 import redis
 
 from counting_addon.embedded_redis import EmbeddedRedis, answers
-from tests.conftest import ROOT, Process, free_port, wait_for, wait_until_serving
+from tests.support.processes import (
+    ROOT,
+    Process,
+    free_port,
+    wait_for,
+    wait_until_serving,
+    web_options,
+)
+from tests.support.procfs import alive, children, cmdline
 
 RUN = ROOT / "scripts" / "run"
 DATA = ROOT / ".redis"
@@ -24,34 +32,6 @@ EXIT_TIMEOUT = 20.0
 def environment() -> dict[str, str]:
     """Ours, minus REDIS_URL: the tests say which Redis to use with --set."""
     return {k: v for k, v in os.environ.items() if k != "REDIS_URL"}
-
-
-def children(pid: int) -> list[int]:
-    """Live child processes of `pid`, from /proc."""
-    found = []
-    for stat in Path("/proc").glob("[0-9]*/stat"):
-        try:
-            fields = stat.read_text().rpartition(")")[2].split()
-        except OSError:
-            continue  # gone meanwhile
-        if int(fields[1]) == pid and fields[0] != "Z":
-            found.append(int(stat.parent.name))
-    return found
-
-
-def cmdline(pid: int) -> str:
-    try:
-        return Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode()
-    except OSError:
-        return ""
-
-
-def alive(pid: int) -> bool:
-    try:
-        state = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()[0]
-    except OSError:
-        return False
-    return state != "Z"
 
 
 def redis_files(port: int) -> list[Path]:
@@ -226,12 +206,7 @@ def test_web_starts_mitmweb(start_run: RunFactory, upstream: str, redis_url: str
         upstream,
         "--set",
         f"counter_redis_url={redis_url}",
-        "--set",
-        f"web_port={web_port}",
-        "--set",
-        "web_host=127.0.0.1",
-        "--set",
-        "web_open_browser=false",
+        *web_options(web_port),
         web=True,
     )
     assert run.proxy_pid is not None

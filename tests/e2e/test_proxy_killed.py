@@ -8,8 +8,8 @@ import time
 import redis
 
 from counting_addon.redis_counter import WRITE_INTERVAL
-from tests.conftest import ProxyFactory
-from tests.load import Load
+from tests.support.load import Load
+from tests.support.processes import ProxyFactory
 
 CONCURRENCY = 8
 

@@ -9,8 +9,13 @@ from pathlib import Path
 import httpx
 import pytest
 
-from tests.conftest import Process, Proxy, ProxyFactory, free_port, proxy_command, wait_for
-from tests.e2e_helpers import RawResponse, counter_of, raw_exchange
+from tests.support.http_client import (
+    RawResponse,
+    assert_good_request_served,
+    counter_of,
+    raw_exchange,
+)
+from tests.support.processes import Process, Proxy, ProxyFactory, free_port, proxy_command, wait_for
 
 # How long a mitmdump with a bad option may take to give up: start-up plus error, on a busy
 # machine (it takes about a second on an idle one).
@@ -77,8 +82,6 @@ def test_redis_password_never_shown(
 
 # --- malformed HTTP on raw sockets -----------------------------------------------------------
 
-GOOD_REQUEST = b"GET /good HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
-
 MALFORMED = {
     "garbage-request-line": b"GARBAGE\r\n\r\n",
     "binary-garbage": b"\x00\x01\x02 \xff\xfe\xfd hello\r\n\r\n",
@@ -111,12 +114,6 @@ MALFORMED_BODY = {
 }
 
 
-def assert_good_request_still_works(proxy: Proxy) -> None:
-    r = raw_exchange(proxy.port, GOOD_REQUEST)
-    assert r.status == 200, r.raw
-    assert b'"path": "/good"' in r.body, r.raw
-
-
 def assert_refused(r: RawResponse, case: str) -> None:
     """Refused by the proxy: a 4xx answer from mitmproxy or a closed connection, no more."""
     assert r.closed_by_peer, f"{case}: the proxy left the connection open: {r.raw!r}"
@@ -131,7 +128,7 @@ def test_malformed_request_is_refused_and_not_counted(proxy: Proxy, case: str) -
     r = raw_exchange(proxy.port, MALFORMED[case])
     assert_refused(r, case)
     assert counter_of(proxy.url) == before, f"{case} was counted"
-    assert_good_request_still_works(proxy)
+    assert_good_request_served(proxy.port)
     assert counter_of(proxy.url) == before + 1
 
 
@@ -140,7 +137,7 @@ def test_malformed_body_is_refused_and_counted_once(proxy: Proxy, case: str) -> 
     before = counter_of(proxy.url)
     assert_refused(raw_exchange(proxy.port, MALFORMED_BODY[case]), case)
     assert counter_of(proxy.url) == before + 1
-    assert_good_request_still_works(proxy)
+    assert_good_request_served(proxy.port)
     assert counter_of(proxy.url) == before + 2
 
 
@@ -154,7 +151,7 @@ def test_all_malformed_then_good_requests(proxy: Proxy) -> None:
         assert_refused(raw_exchange(proxy.port, data), case)
         if counter_of(proxy.url) != before:
             counted.append(case)
-        assert_good_request_still_works(proxy)
+        assert_good_request_served(proxy.port)
         good += 1
     assert counted == [], f"malformed requests that were counted: {counted}"
     assert counter_of(proxy.url) == start + good
@@ -180,7 +177,7 @@ def test_oversized_header_value(proxy: Proxy) -> None:
     assert r.status is not None and 400 <= r.status < 500, r.raw[:300]
     forwarded = r.header("server") is not None and "BaseHTTP" in (r.header("server") or "")
     assert counter_of(proxy.url) == before + (1 if forwarded else 0), r.raw[:300]
-    assert_good_request_still_works(proxy)
+    assert_good_request_served(proxy.port)
     assert counter_of(proxy.url) == before + (2 if forwarded else 1)
 
 
@@ -191,5 +188,5 @@ def test_oversized_header_on_status_path(proxy: Proxy) -> None:
     assert r.status in (200, 400, 431, None), r.raw[:300]
     assert b"BaseHTTP" not in r.raw
     assert counter_of(proxy.url) == before
-    assert_good_request_still_works(proxy)
+    assert_good_request_served(proxy.port)
     assert counter_of(proxy.url) == before + 1

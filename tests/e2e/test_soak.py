@@ -16,25 +16,22 @@ import asyncio
 import contextlib
 import hashlib
 import json
-import os
 import random
 import statistics
 import threading
 import time
 from collections import Counter
 from dataclasses import dataclass, field
-from pathlib import Path
 
+import h11
 import pytest
 import redis
 
 from counting_addon.status import READ_TIMEOUT
-from tests.conftest import Proxy, ProxyFactory, wait_for
-from tests.e2e_helpers import counter_of
-from tests.upstream import PATTERN
-
-KiB = 1024
-MiB = 1024 * KiB
+from tests.support.http_client import counter_of
+from tests.support.processes import Proxy, ProxyFactory, wait_for
+from tests.support.procfs import KiB, MiB, cpu_seconds, fd_count, status_bytes
+from tests.support.upstream import PATTERN
 
 CONNECTIONS = 256
 DURATION = 60.0
@@ -107,52 +104,48 @@ class Response:
     headers: dict[str, str]
 
 
-async def read_head(reader: asyncio.StreamReader) -> Response:
-    head = await reader.readuntil(b"\r\n\r\n")
-    lines = head[:-4].decode("latin-1").split("\r\n")
-    parts = lines[0].split(" ", 2)
-    check(len(parts) >= 2 and parts[0] == "HTTP/1.1" and parts[1].isdigit(), f"{lines[0]!r}")
+async def next_event(http: h11.Connection, reader: asyncio.StreamReader) -> object:
+    """The next thing h11 makes of what the proxy sends, reading as much as that takes."""
+    while (event := http.next_event()) is h11.NEED_DATA:
+        http.receive_data(await reader.read(READ_SIZE))
+    return event
+
+
+async def read_head(http: h11.Connection, reader: asyncio.StreamReader) -> Response:
+    event = await next_event(http, reader)
+    check(isinstance(event, h11.Response), f"{event!r} instead of a response")
+    assert isinstance(event, h11.Response)
+    check(event.http_version == b"1.1", f"HTTP/{event.http_version!r}")
     headers: dict[str, str] = {}
-    for line in lines[1:]:
-        name, sep, value = line.partition(":")
-        name = name.strip().lower()
-        check(bool(sep) and name not in headers, f"bad or repeated header line {line!r}")
-        headers[name] = value.strip()
+    for raw_name, raw_value in event.headers:  # names come lower-cased
+        name = raw_name.decode("latin-1")
+        check(name not in headers, f"repeated header {name!r}")
+        headers[name] = raw_value.decode("latin-1")
     check(headers.get("connection", "").lower() != "close", "the proxy closes a keep-alive")
-    return Response(int(parts[1]), headers)
+    return Response(event.status_code, headers)
 
 
 async def read_body(
-    reader: asyncio.StreamReader, response: Response, sink: list[bytes] | DownloadCheck
+    http: h11.Connection,
+    reader: asyncio.StreamReader,
+    response: Response,
+    sink: list[bytes] | DownloadCheck,
 ) -> int:
-    """Reads a Content-Length or chunked body into `sink`; its length."""
-
-    async def read_exactly(size: int) -> None:
-        while size:
-            piece = await reader.read(min(size, READ_SIZE))
-            if not piece:
-                raise Wrong("the proxy closed the connection mid-body")
-            sink.append(piece)
-            size -= len(piece)
-
+    """Reads a Content-Length or chunked body into `sink` (h11 checks the framing, and fails a
+    body cut short); its length. The connection is ready for the next request after it."""
     if response.headers.get("transfer-encoding", "").lower() == "chunked":
         check("content-length" not in response.headers, "both Content-Length and chunked")
-        total = 0
-        while True:
-            line = await reader.readuntil(b"\r\n")
-            size = int(line.split(b";")[0].strip(), 16)
-            if size == 0:
-                while await reader.readuntil(b"\r\n") != b"\r\n":
-                    pass  # trailers; bounded by the exchange's timeout
-                return total
-            await read_exactly(size)
-            total += size
-            check(await reader.readexactly(2) == b"\r\n", "chunk not followed by CRLF")
-    length = response.headers.get("content-length")
-    check(length is not None and length.isdigit(), f"no usable framing: {response.headers}")
-    assert length is not None
-    await read_exactly(int(length))
-    return int(length)
+    else:
+        length = response.headers.get("content-length")
+        check(length is not None and length.isdigit(), f"no usable framing: {response.headers}")
+    total = 0
+    while not isinstance(event := await next_event(http, reader), h11.EndOfMessage):
+        check(isinstance(event, h11.Data), f"{event!r} in a body")
+        assert isinstance(event, h11.Data)
+        sink.append(event.data)
+        total += len(event.data)
+    http.start_next_cycle()
+    return total
 
 
 class DownloadCheck:
@@ -203,7 +196,19 @@ class Client:
         self.upload_sha = upload_sha
         self.rng = random.Random(number)
         self.last_status = 0
-        self.host = f"127.0.0.1:{port}".encode()
+        self.host = ("Host", f"127.0.0.1:{port}")
+        # The one keep-alive connection's HTTP/1.1 state: requests go out and answers are
+        # parsed through it.
+        self.http = h11.Connection(h11.CLIENT)
+
+    def send(self, writer: asyncio.StreamWriter, event: h11.Event) -> None:
+        data = self.http.send(event)
+        assert data is not None  # None only for a ConnectionClosed, never sent here
+        writer.write(data)
+
+    def send_get(self, writer: asyncio.StreamWriter, target: str) -> None:
+        self.send(writer, h11.Request(method="GET", target=target, headers=[self.host]))
+        self.send(writer, h11.EndOfMessage())
 
     async def run(self) -> None:
         tally = self.tally
@@ -246,10 +251,10 @@ class Client:
             return
         tally.started += 1
         if kind == SMALL:
-            writer.write(b"GET %s HTTP/1.1\r\nHost: %s\r\n\r\n" % (path.encode(), self.host))
-            response = await read_head(reader)
+            self.send_get(writer, path)
+            response = await read_head(self.http, reader)
             body: list[bytes] = []
-            await read_body(reader, response, body)
+            await read_body(self.http, reader, response, body)
             echo = echoed(response, b"".join(body), "GET", path)
             check(echo.get("body_len") == 0, f"a GET with a body: {echo}")
         elif kind == DOWNLOAD:
@@ -257,39 +262,32 @@ class Client:
             chunked = self.rng.random() < 0.5
             tally.variants[f"download {'chunked' if chunked else 'Content-Length'}"] += 1
             path = f"/download?size={size}" + ("&chunked=1" if chunked else "")
-            writer.write(b"GET %s HTTP/1.1\r\nHost: %s\r\n\r\n" % (path.encode(), self.host))
-            response = await read_head(reader)
+            self.send_get(writer, path)
+            response = await read_head(self.http, reader)
             check(response.code == 200, f"HTTP {response.code} for {path}")
             if chunked:
                 check(response.headers.get("transfer-encoding") == "chunked", "not chunked")
             else:
                 check(response.headers.get("content-length") == str(size), "wrong length")
             sink = DownloadCheck()
-            received = await read_body(reader, response, sink)
+            received = await read_body(self.http, reader, response, sink)
             check(received == size, f"{received} bytes of {size} for {path}")
             tally.bytes_down += received
         else:
             size = self.rng.choice(UPLOAD_SIZES)
             chunked = self.rng.random() < 0.5
             tally.variants[f"upload {'chunked' if chunked else 'Content-Length'}"] += 1
-            framing = b"Transfer-Encoding: chunked" if chunked else b"Content-Length: %d" % size
-            writer.write(
-                b"POST %s HTTP/1.1\r\nHost: %s\r\n%s\r\n\r\n" % (path.encode(), self.host, framing)
-            )
+            framing = ("Transfer-Encoding", "chunked") if chunked else ("Content-Length", str(size))
+            self.send(writer, h11.Request(method="POST", target=path, headers=[self.host, framing]))
             for offset in range(0, size, UPLOAD_PIECE):
                 piece = self.upload_body[offset : min(size, offset + UPLOAD_PIECE)]
-                if chunked:
-                    writer.write(b"%x\r\n" % len(piece))
-                    writer.write(piece)
-                    writer.write(b"\r\n")
-                else:
-                    writer.write(piece)
+                # h11 writes the chunks' framing, or checks the declared length.
+                self.send(writer, h11.Data(data=bytes(piece)))
                 await writer.drain()
-            if chunked:
-                writer.write(b"0\r\n\r\n")
-            response = await read_head(reader)
+            self.send(writer, h11.EndOfMessage())
+            response = await read_head(self.http, reader)
             body = []
-            await read_body(reader, response, body)
+            await read_body(self.http, reader, response, body)
             echo = echoed(response, b"".join(body), "POST", path)
             got = (echo.get("body_len"), echo.get("body_sha256"))
             check(got == (size, self.upload_sha[size]), f"upload of {size} arrived as {got}")
@@ -301,10 +299,10 @@ class Client:
         tally = self.tally
         at_least = tally.answered
         start = time.monotonic()
-        writer.write(b"GET /status HTTP/1.1\r\nHost: %s\r\n\r\n" % self.host)
-        response = await read_head(reader)
+        self.send_get(writer, "/status")
+        response = await read_head(self.http, reader)
         body: list[bytes] = []
-        await read_body(reader, response, body)
+        await read_body(self.http, reader, response, body)
         raw = b"".join(body)
         at_most = tally.started
         seconds = time.monotonic() - start
@@ -351,13 +349,8 @@ class ProcSampler:
         self._thread = threading.Thread(target=self._run, daemon=True)
 
     def sample(self) -> None:
-        for line in Path(f"/proc/{self.pid}/status").read_text().splitlines():
-            if line.startswith("VmRSS:"):
-                self.rss.append(int(line.split()[1]) * KiB)
-                break
-        else:
-            raise AssertionError(f"no VmRSS in /proc/{self.pid}/status")
-        self.fds.append(len(os.listdir(f"/proc/{self.pid}/fd")))
+        self.rss.append(status_bytes(self.pid, "VmRSS"))
+        self.fds.append(fd_count(self.pid))
 
     def _run(self) -> None:
         while len(self.rss) < self.max_samples:
@@ -376,13 +369,6 @@ class ProcSampler:
         self._stop.set()
         self._thread.join(10)
         assert not self._thread.is_alive(), "the sampler did not stop"
-
-
-def cpu_seconds(pid: int) -> float:
-    """User + system CPU time of a process, from /proc/<pid>/stat."""
-    fields = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()
-    ticks = os.sysconf("SC_CLK_TCK")
-    return (int(fields[11]) + int(fields[12])) / ticks
 
 
 async def run_load(port: int, tally: Tally, upload_body: bytes, upload_sha: dict[int, str]) -> None:

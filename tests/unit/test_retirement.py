@@ -21,7 +21,7 @@ from mitmproxy.test import taddons
 from counting_addon import CountingProxy, redis_counter
 from counting_addon.counting import CLOSE_TIMEOUT, RETIRE_BOUND
 from counting_addon.redis_counter import Phase, RedisCounter, close_all
-from tests.conftest import free_port, start_redis, wait_for
+from tests.support.processes import free_port, start_redis, wait_for
 
 LOST = "could not be written"
 WRITTEN = "are written"

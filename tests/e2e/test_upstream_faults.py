@@ -5,211 +5,31 @@ one ends in an error the client can see (a 502, or a body cut short, never one t
 complete); other requests keep being served promptly; and afterwards the proxy holds on to
 nothing: its file descriptors and TCP connections return to their baseline, its memory stays
 near it.
-
-The helpers measuring the proxy (`Resources`, `check_peak_rss`) serve test_client_aborts.py too.
 """
 
 from __future__ import annotations
 
-import os
 import socket
 import statistics
-import struct
 import threading
 import time
 from collections import Counter
 from dataclasses import dataclass
-from pathlib import Path
-from urllib.parse import urlsplit
 
 import httpx
 import pytest
 
-from tests.conftest import Proxy, ProxyFactory, free_port, wait_for
-from tests.e2e_helpers import RawResponse, concurrent_gets, counter_of, raw_exchange
-from tests.proc_stats import MAX_RSS_GROWTH, KiB, MiB, RssSampler, status_bytes
-from tests.upstream import FAULT_PARTIAL, PATTERN
-
-# A leak would never settle; a busy machine settles within a second or two.
-SETTLE_TIMEOUT = 20.0
-TCP_ESTABLISHED = "01"
-TCP_LISTEN = "0A"
-GOOD_REQUEST = b"GET /good HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
-
-
-# --- measuring the proxy process --------------------------------------------------------------
-
-
-def socket_inodes(pid: int) -> tuple[int, set[int]]:
-    """How many descriptors `pid` has open, and the inodes of those that are sockets."""
-    fd_dir = f"/proc/{pid}/fd"
-    fds = 0
-    inodes: set[int] = set()
-    for name in os.listdir(fd_dir):
-        try:
-            target = os.readlink(f"{fd_dir}/{name}")
-        except FileNotFoundError:  # closed since the listing
-            continue
-        fds += 1
-        if target.startswith("socket:["):
-            inodes.add(int(target[len("socket:[") : -1]))
-    return fds, inodes
-
-
-def fd_targets(pid: int) -> list[str]:
-    """What each of `pid`'s descriptors is, for failure messages."""
-    targets = []
-    for name in sorted(os.listdir(f"/proc/{pid}/fd"), key=int):
-        try:
-            targets.append(f"{name}: {os.readlink(f'/proc/{pid}/fd/{name}')}")
-        except FileNotFoundError:
-            pass
-    return targets
-
-
-def tcp_sockets(pid: int) -> dict[int, tuple[int, str]]:
-    """Every TCP socket in `pid`'s network namespace: inode -> (remote port, state)."""
-    sockets: dict[int, tuple[int, str]] = {}
-    for table in ("tcp", "tcp6"):
-        try:
-            lines = Path(f"/proc/{pid}/net/{table}").read_text().splitlines()[1:]
-        except FileNotFoundError:
-            continue
-        for line in lines:
-            fields = line.split()
-            remote_port = int(fields[2].rpartition(":")[2], 16)
-            sockets[int(fields[9])] = (remote_port, fields[3])
-    return sockets
-
-
-def unix_socket_inodes(pid: int) -> set[int]:
-    """The inodes of every Unix socket in `pid`'s network namespace."""
-    lines = Path(f"/proc/{pid}/net/unix").read_text().splitlines()[1:]
-    return {int(line.split()[6]) for line in lines}
-
-
-@dataclass(frozen=True)
-class Snapshot:
-    """The proxy's open descriptors, TCP connections and resident memory at one moment."""
-
-    fds: int
-    # Sockets to Redis, whatever their state: the counter's connection pool, which may keep a
-    # second connection it opened when /status read while a write was in flight.
-    redis_sockets: int
-    # Established TCP connections other than to Redis: clients and upstream.
-    connections: int
-    # Sockets other than to Redis, the listening one and Unix ones (asyncio's self-pipe), in
-    # any state: a connection closed at the TCP level still holds a descriptor until closed.
-    other_sockets: int
-    rss: int
-
-    @property
-    def fds_besides_redis(self) -> int:
-        return self.fds - self.redis_sockets
-
-    def __str__(self) -> str:
-        return (
-            f"{self.fds} fds ({self.redis_sockets} to Redis), {self.connections} connections "
-            f"({self.other_sockets} sockets) besides Redis, RSS {self.rss / MiB:.1f} MiB"
-        )
-
-
-class Resources:
-    """What the proxy holds, against a baseline taken while it is idle."""
-
-    def __init__(self, proxy: Proxy, redis_url: str) -> None:
-        self.pid = proxy.pid
-        port = urlsplit(redis_url).port
-        assert port is not None, redis_url
-        self.redis_port = port
-        self.baseline = self.idle("the proxy to be idle before the test")
-        print(f"\nbaseline: {self.baseline}")
-
-    def now(self) -> Snapshot:
-        fds, inodes = socket_inodes(self.pid)
-        tcp = tcp_sockets(self.pid)
-        redis_sockets = connections = other_sockets = 0
-        for inode in inodes - unix_socket_inodes(self.pid):
-            # A TCP socket fully closed (reset, say) but not yet released is in no table.
-            remote_port, state = tcp.get(inode, (0, "closed"))
-            if state == TCP_LISTEN:
-                continue
-            if remote_port == self.redis_port:
-                redis_sockets += 1
-            else:
-                other_sockets += 1
-                if state == TCP_ESTABLISHED:
-                    connections += 1
-        rss = status_bytes(self.pid, "VmRSS")
-        return Snapshot(fds, redis_sockets, connections, other_sockets, rss)
-
-    def idle(self, what: str, fds: int | None = None) -> Snapshot:
-        """Wait until the proxy has no socket but to Redis and its listening one (and, given
-        `fds`, that many descriptors besides Redis's), twice in a row; that snapshot."""
-        last: list[Snapshot] = []
-
-        def idle(snapshot: Snapshot) -> bool:
-            return snapshot.other_sockets == 0 and fds in (None, snapshot.fds_besides_redis)
-
-        def check() -> bool:
-            # Twice: a connection closing while its snapshot is taken may escape one.
-            last[:] = [*last[-1:], self.now()]
-            return (
-                len(last) == 2
-                and all(map(idle, last))
-                and last[0].fds_besides_redis == last[1].fds_besides_redis
-            )
-
-        try:
-            wait_for(check, SETTLE_TIMEOUT, what)
-        except AssertionError as e:
-            expected = "" if fds is None else f"; expected {fds} fds besides Redis's"
-            raise AssertionError(
-                f"{e}: now {last[-1]}{expected}; descriptors: {fd_targets(self.pid)}"
-            ) from None
-        return last[-1]
-
-    def settle(self, what: str) -> Snapshot:
-        """Wait until the proxy is back to its baseline of descriptors and connections."""
-        start = time.monotonic()
-        snapshot = self.idle(
-            f"the proxy's fds and connections to return to baseline after {what}",
-            self.baseline.fds_besides_redis,
-        )
-        print(f"after {what}: {snapshot}, settled in {time.monotonic() - start:.2f}s")
-        return snapshot
-
-    def check_rss(self, snapshot: Snapshot, what: str) -> None:
-        growth = snapshot.rss - self.baseline.rss
-        assert growth < MAX_RSS_GROWTH, (
-            f"mitmdump RSS is {growth / MiB:.1f} MiB above baseline after {what}: {snapshot}"
-        )
-
-
-def check_peak_rss(sampler: RssSampler, baseline: Snapshot, what: str) -> None:
-    growth = sampler.peak - baseline.rss
-    print(
-        f"peak RSS during {what}: {sampler.peak / MiB:.1f} MiB, {growth / MiB:+.1f} MiB on "
-        f"baseline ({sampler.samples} samples{', VmHWM included' if sampler.hwm_reset else ''})"
-    )
-    assert sampler.samples >= 2, f"too few RSS samples ({sampler.samples}) during {what}"
-    assert growth < MAX_RSS_GROWTH, f"mitmdump RSS grew by {growth / MiB:.1f} MiB in {what}"
-
-
-def close_with_reset(sock: socket.socket) -> None:
-    """Make the coming close() send a RST instead of a FIN."""
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
-
-
-def is_pattern(data: bytes) -> bool:
-    """Whether `data` is a prefix of the upstream's endless 0..255 pattern."""
-    return data == (PATTERN * (len(data) // len(PATTERN) + 1))[: len(data)]
-
-
-def assert_good_request_still_works(proxy: Proxy) -> None:
-    r = raw_exchange(proxy.port, GOOD_REQUEST, timeout=30)
-    assert r.status == 200, r.raw[:300]
-    assert b'"path": "/good"' in r.body, r.raw[:300]
+from tests.support.http_client import (
+    RawResponse,
+    assert_good_request_served,
+    close_with_reset,
+    concurrent_gets,
+    counter_of,
+    raw_exchange,
+)
+from tests.support.processes import Proxy, ProxyFactory, free_port, wait_for
+from tests.support.procfs import KiB, MiB, Resources, RssSampler, check_peak_rss
+from tests.support.upstream import FAULT_PARTIAL, is_pattern
 
 
 def from_mitmproxy(r: RawResponse | httpx.Response) -> bool:
@@ -265,23 +85,6 @@ FAULTS = {
 }
 
 
-def dechunk(raw: bytes) -> tuple[bytes, bool]:
-    """The data of a chunked body and whether it ended properly (a last chunk, size 0)."""
-    data = bytearray()
-    pos = 0
-    while (line_end := raw.find(b"\r\n", pos)) >= 0:
-        size = int(raw[pos:line_end].split(b";")[0], 16)
-        if size == 0:
-            return bytes(data), True
-        start = line_end + 2
-        piece = raw[start : start + size]
-        data += piece
-        if len(piece) < size or raw[start + size : start + size + 2] != b"\r\n":
-            break
-        pos = start + size + 2
-    return bytes(data), False
-
-
 def check_failed_response(r: RawResponse, framing: str, end: str, sent: int) -> str:
     """Check what the client saw of an upstream failing mid-body; a name for it."""
     assert r.closed_by_peer, f"the proxy left the connection open: {r.raw[:300]!r}"
@@ -296,17 +99,15 @@ def check_failed_response(r: RawResponse, framing: str, end: str, sent: int) -> 
     assert r.status == 200, r.raw[:300]
     if framing == "chunked":
         assert r.header("transfer-encoding") == "chunked", r.headers
-        body, complete = dechunk(r.body)
-        assert not complete, "the proxy ended a cut-short chunked body as if it were whole"
+        assert not r.complete, "the proxy ended a cut-short chunked body as if it were whole"
     else:
         declared = int(r.header("content-length") or 0)
-        body = r.body
-        assert len(body) < declared, f"a complete {declared}-byte body from a failing upstream"
-    assert is_pattern(body), "the body that came through differs from what the upstream sent"
+        assert len(r.body) < declared, f"a complete {declared}-byte body from a failing upstream"
+    assert is_pattern(r.body), "the body that came through differs from what the upstream sent"
     if end == "close":
         # Nothing is lost before a FIN: the client gets every byte the upstream sent.
-        assert len(body) == sent, (len(body), sent)
-    return f"truncated at {len(body) // KiB} KiB"
+        assert len(r.body) == sent, (len(r.body), sent)
+    return f"truncated at {len(r.body) // KiB} KiB"
 
 
 @pytest.mark.parametrize("end", ["reset", "close"])
@@ -327,13 +128,13 @@ def test_upstream_failing_mid_body_is_counted_once_and_leaks_nothing(
         for _ in range(FAULT_REPEATS):
             r = raw_exchange(proxy.port, request, timeout=30)
             outcomes[check_failed_response(r, framing, end, sent)] += 1
-            assert_good_request_still_works(proxy)
+            assert_good_request_served(proxy.port, timeout=30)
     print(f"{framing}, upstream {end}s after {sent} bytes: {dict(outcomes)}")
     assert counter_of(proxy.url) == 2 * FAULT_REPEATS
     after = resources.settle(f"{FAULT_REPEATS} failed and {FAULT_REPEATS} good requests")
     resources.check_rss(after, "the failed requests")
     check_peak_rss(peak, resources.baseline, "the failed requests")
-    assert_good_request_still_works(proxy)
+    assert_good_request_served(proxy.port, timeout=30)
     assert counter_of(proxy.url) == 2 * FAULT_REPEATS + 1
 
 
@@ -490,5 +291,5 @@ def test_client_giving_up_on_slow_upstream_is_counted_once_and_leaks_nothing(
                 close_with_reset(sock)
         assert counter_of(proxy.url) == TIMEOUTS + i + 1
         resources.settle(f"a client closing ({'RST' if i % 2 else 'FIN'}) while waiting")
-    assert_good_request_still_works(proxy)
+    assert_good_request_served(proxy.port, timeout=30)
     assert counter_of(proxy.url) == TIMEOUTS + ABORTS + 1

@@ -9,8 +9,9 @@ import os
 import httpx
 import redis
 
-from tests.conftest import ProxyFactory, free_port
-from tests.e2e_helpers import counter_of
+from tests.support.http_client import counter_of
+from tests.support.processes import ProxyFactory, free_port
+from tests.support.redis_admin import script_calls
 
 GETS = 1000
 POSTS = 200
@@ -57,14 +58,6 @@ async def _burst(bases: list[str], gets: int, posts: int) -> list[int]:
 
 def burst(bases: list[str], gets: int = GETS, posts: int = POSTS) -> list[int]:
     return asyncio.run(_burst(bases, gets, posts))
-
-
-def script_calls(client: redis.Redis) -> int:
-    """How many EVAL/EVALSHA commands Redis has run so far (the counter's only writes)."""
-    stats = client.info("commandstats")
-    return sum(
-        int(stats.get(name, {}).get("calls", 0)) for name in ("cmdstat_evalsha", "cmdstat_eval")
-    )
 
 
 def test_exact_count_after_concurrent_burst(

@@ -12,33 +12,28 @@ ACL users) that must not leak into other tests.
 
 from __future__ import annotations
 
-import json
 import socket
 import statistics
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass
-from pathlib import Path
 
-import httpx
 import pytest
 import redis
 
 from counting_addon.embedded_redis import EmbeddedRedis
-from tests.conftest import Proxy, ProxyFactory, start_redis, wait_for
-from tests.e2e_helpers import status_of
-from tests.load import Load, Results
+from tests.support.http_client import counter_is, poll_status, send, status_json
+from tests.support.load import Results, bounded_load, ms
+from tests.support.processes import Proxy, ProxyFactory, lines_with, wait_for
+from tests.support.redis_admin import admin_of, key_value, script_calls
 
 UNREACHABLE = "Redis unreachable"
 REFUSED = "Redis refused us"
 OTHER_ERROR = "Redis error"
 BACK = "Redis is back"
-KEY = "counter"
 
 LOAD_CONCURRENCY = 8
-LOAD_REQUESTS = 40_000
-LOAD_SECONDS = 60.0
 # Requests to see succeed before a fault (a baseline latency) and after it (the "during"
 # window then includes requests that were in flight when the stall ended).
 WARM_UP = 160
@@ -64,69 +59,6 @@ KILL_ROUNDS = 60
 STATUS_EVERY = 5
 BEFORE_FIX = 20
 AFTER_FIX = 15
-
-
-@pytest.fixture
-def own_redis(tmp_path: Path) -> Iterator[EmbeddedRedis]:
-    """A redis-server of this test's own.
-
-    Requested before `start_proxy`, so it is stopped after the proxies wrote their last counts.
-    """
-    server = start_redis(tmp_path / "redis")
-    yield server
-    server.stop()
-
-
-def admin_of(server: EmbeddedRedis, password: str | None = None) -> redis.Redis:
-    # A generous timeout: this connection also sends the commands that block the server.
-    return redis.Redis(host="127.0.0.1", port=server.port, password=password, socket_timeout=15)
-
-
-def bounded_load(url: str) -> Load:
-    return Load(url, LOAD_CONCURRENCY, max_requests=LOAD_REQUESTS, max_seconds=LOAD_SECONDS)
-
-
-def lines_with(proxy: Proxy, text: str) -> list[str]:
-    return [line for line in proxy.output().splitlines() if text in line]
-
-
-def status_json(url: str) -> tuple[int, dict[str, object]]:
-    r = status_of(url)
-    body = json.loads(r.content)
-    assert isinstance(body, dict), (r.status_code, r.text)
-    return r.status_code, body
-
-
-def wait_for_counter(url: str, expected: int, timeout: float = RECOVERY) -> None:
-    """Poll /status until it answers 200 with `expected`; the last answer on failure."""
-    last: list[tuple[int, dict[str, object]]] = []
-
-    def check() -> bool:
-        last[:] = [status_json(url)]
-        code, body = last[0]
-        return code == 200 and body.get("counter") == expected
-
-    try:
-        wait_for(check, timeout, f"/status counter == {expected}")
-    except AssertionError as e:
-        raise AssertionError(f"{e}; last /status answer: {last}") from None
-
-
-def key_value(admin: redis.Redis) -> int | None:
-    raw = admin.get(KEY)
-    return None if raw is None else int(raw)
-
-
-def send(url: str, path: str, count: int) -> None:
-    """`count` GETs one after another, each of which must be proxied with a 200."""
-    with httpx.Client(base_url=url, timeout=30) as client:
-        for i in range(count):
-            r = client.get(f"{path}/{i}")
-            assert r.status_code == 200, (r.status_code, r.text)
-
-
-def ms(seconds: float) -> str:
-    return f"{seconds * 1000:.0f} ms"
 
 
 class Blocking(threading.Thread):
@@ -203,6 +135,13 @@ def check_stall_results(
         assert set(figures.status_body) == {"error", "uptime", "pending"}, figures.status_body
 
 
+def counted_exactly(p: Proxy, server: EmbeddedRedis, expected: int) -> None:
+    """/status comes to answer `expected` (within RECOVERY), and Redis holds it."""
+    poll_status(p.url, counter_is(expected), RECOVERY, f"/status counter == {expected}")
+    with admin_of(server) as admin:
+        assert key_value(admin) == str(expected).encode()
+
+
 def check_log_after_stall(p: Proxy) -> None:
     unreachable, back = lines_with(p, UNREACHABLE), lines_with(p, BACK)
     print(f"log: {unreachable} {back}")
@@ -230,7 +169,7 @@ def test_client_pause_write_under_load(
     """CLIENT PAUSE WRITE holds the writer's script for 4 s: requests don't wait, /status
     answers in bounded time, and every count lands exactly once afterwards."""
     p = start_proxy(upstream, own_redis.url)
-    with admin_of(own_redis) as admin, bounded_load(p.url) as load:
+    with admin_of(own_redis) as admin, bounded_load(p.url, LOAD_CONCURRENCY) as load:
         load.wait_for_more(WARM_UP)
         stall_from = len(load.results.latencies)
         admin.execute_command("CLIENT", "PAUSE", PAUSE_MS, "WRITE")
@@ -247,16 +186,14 @@ def test_client_pause_write_under_load(
         stall_to = len(load.results.latencies)
     results = load.results
 
-    print(f"\nkey {seen_before} at the pause, {seen_after} after /status")
+    print(f"\nkey {seen_before!r} at the pause, {seen_after!r} after /status")
     if still_paused:
         assert seen_after == seen_before, "a count was written while writes were paused"
     figures = StallFigures(code, body, took, answered_at < ended, ended - paused_at)
     check_stall_results("CLIENT PAUSE WRITE", results, stall_from, stall_to, figures)
     assert ended - paused_at >= PAUSE_MS / 1000 * 0.9, "the pause did not hold writes"
 
-    wait_for_counter(p.url, results.ok)
-    with admin_of(own_redis) as admin:
-        assert key_value(admin) == results.ok
+    counted_exactly(p, own_redis, results.ok)
     check_log_after_stall(p)
 
 
@@ -266,7 +203,7 @@ def test_debug_sleep_under_load(
     """DEBUG SLEEP blocks the whole server for 3 s: requests don't wait, /status answers in
     bounded time, and every count lands exactly once afterwards."""
     p = start_proxy(upstream, own_redis.url)
-    with bounded_load(p.url) as load:
+    with bounded_load(p.url, LOAD_CONCURRENCY) as load:
         load.wait_for_more(WARM_UP)
         stall_from = len(load.results.latencies)
         sleeper = Blocking(own_redis, "DEBUG", "SLEEP", SLEEP_SECONDS)
@@ -283,9 +220,7 @@ def test_debug_sleep_under_load(
     check_stall_results("DEBUG SLEEP", results, stall_from, stall_to, figures)
     assert ended - started >= SLEEP_SECONDS * 0.9, "Redis did not sleep"
 
-    wait_for_counter(p.url, results.ok)
-    with admin_of(own_redis) as admin:
-        assert key_value(admin) == results.ok
+    counted_exactly(p, own_redis, results.ok)
     check_log_after_stall(p)
 
 
@@ -300,7 +235,7 @@ def test_connections_killed_under_load(
     p = start_proxy(upstream, own_redis.url)
     killed: list[int] = []
     status_answers: list[tuple[int, float]] = []
-    with admin_of(own_redis) as admin, bounded_load(p.url) as load:
+    with admin_of(own_redis) as admin, bounded_load(p.url, LOAD_CONCURRENCY) as load:
         load.wait_for_more(WARM_UP)
         start = time.monotonic()
         for round_ in range(KILL_ROUNDS):
@@ -313,17 +248,13 @@ def test_connections_killed_under_load(
                 status_answers.append((code, took))
             time.sleep(KILL_INTERVAL)  # pacing between kills, not waiting for anything
         load.wait_for_more(AFTER)
-        script_calls = sum(
-            int(v["calls"])
-            for k, v in admin.info("commandstats").items()
-            if k in ("cmdstat_evalsha", "cmdstat_eval")
-        )
+        scripts_run = script_calls(admin)
     results = load.results
     unreachable, back = lines_with(p, UNREACHABLE), lines_with(p, BACK)
     rounds_killing = sum(1 for n in killed if n)
     print(
         f"\n{len(killed)} kill rounds, {rounds_killing} killed something ({sum(killed)}"
-        f" connections); {results.ok} requests, {len(results.failed)} failed; {script_calls}"
+        f" connections); {results.ok} requests, {len(results.failed)} failed; {scripts_run}"
         f" scripts run; /status (code, s): {status_answers}; log: {len(unreachable)} unreachable,"
         f" {len(back)} back: {unreachable[:3]}"
     )
@@ -332,9 +263,7 @@ def test_connections_killed_under_load(
     for code, took in status_answers:
         assert code in (200, 503) and took < STATUS_BOUND, status_answers
 
-    wait_for_counter(p.url, results.ok)
-    with admin_of(own_redis) as admin:
-        assert key_value(admin) == results.ok
+    counted_exactly(p, own_redis, results.ok)
 
     # A line per state change: at most one per connection killed, never one per request.
     assert len(unreachable) <= sum(killed), unreachable
@@ -450,9 +379,14 @@ def test_redis_refuses_us_until_fixed(
         case.fix(admin)
         fixed_at = time.monotonic()
         send(p.url, "/after-fix", AFTER_FIX)
-        wait_for_counter(p.url, BEFORE_FIX + AFTER_FIX)
+        poll_status(
+            p.url,
+            counter_is(BEFORE_FIX + AFTER_FIX),
+            RECOVERY,
+            f"/status counter == {BEFORE_FIX + AFTER_FIX}",
+        )
         recovered_after = time.monotonic() - fixed_at
-        assert key_value(admin) == BEFORE_FIX + AFTER_FIX
+        assert key_value(admin) == str(BEFORE_FIX + AFTER_FIX).encode()
 
     refused, back = lines_with(p, REFUSED), lines_with(p, BACK)
     print(

@@ -8,27 +8,24 @@ proxying goes on, every count waits in memory, and shutdown reports exactly thos
 
 from __future__ import annotations
 
-import json
 import re
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from urllib.parse import quote
 
 import httpx
 import pytest
 import redis
 
 from counting_addon.embedded_redis import EmbeddedRedis
-from counting_addon.redis_url import check_url
-from tests.conftest import Process, Proxy, ProxyFactory, free_port, proxy_command, wait_for
-from tests.e2e_helpers import concurrent_gets, counter_of, status_of
-from tests.tls import (
+from tests.support.http_client import concurrent_gets, counter_of, status_json, status_of
+from tests.support.processes import Process, Proxy, ProxyFactory, free_port, proxy_command, wait_for
+from tests.support.redis_admin import script_calls
+from tests.support.tls import (
     HOW_TO_GET_ONE,
     Certificates,
     TLSRedis,
     find_tls_server,
-    make_certificates,
     tls_url,
 )
 
@@ -67,11 +64,6 @@ def redis_binary() -> Path:
 
 
 @pytest.fixture(scope="module")
-def certs(tmp_path_factory: pytest.TempPathFactory) -> Certificates:
-    return make_certificates(tmp_path_factory.mktemp("certs"))
-
-
-@pytest.fixture(scope="module")
 def tls_redis(
     redis_binary: Path, certs: Certificates, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[TLSRedis]:
@@ -94,7 +86,7 @@ def rogue_redis(redis_binary: Path, certs: Certificates, tmp_path: Path) -> Iter
 # --- helpers -----------------------------------------------------------------------------------
 
 
-def send(url: str, count: int) -> None:
+def send_concurrently(url: str, count: int) -> None:
     """`count` proxied GETs, `CONNECTIONS` at a time; every one must get a 200."""
     responses = concurrent_gets(f"{url}/tls", count, CONNECTIONS, BURST_TIMEOUT)
     codes = [r.status_code for r in responses]
@@ -104,12 +96,8 @@ def send(url: str, count: int) -> None:
 def status(url: str) -> tuple[Status, float]:
     """/status's code and JSON body, and how long it took."""
     start = time.monotonic()
-    r = status_of(url, timeout=30)
-    elapsed = time.monotonic() - start
-    assert r.headers.get("content-type") == "application/json", (r.status_code, r.text)
-    body = json.loads(r.content)
-    assert isinstance(body, dict), (r.status_code, r.text)
-    return (r.status_code, body), elapsed
+    answer = status_json(url, timeout=30)
+    return answer, time.monotonic() - start
 
 
 def problems_logged(p: Proxy, redis_url: str) -> list[str]:
@@ -142,7 +130,7 @@ def assert_one_clear_failure(
     Returns the error /status gave.
     """
     before = attempts_seen()
-    send(p.url, FAILING_REQUESTS)
+    send_concurrently(p.url, FAILING_REQUESTS)
     wait_for(lambda: bool(problems_logged(p, redis_url)), NOTICED, "a warning about Redis")
 
     started = time.monotonic()
@@ -160,7 +148,7 @@ def assert_one_clear_failure(
         assert re.search(expect, str(body["error"])), body
         # Every proxied request is a count waiting in memory: none lost, none counted twice.
         assert body["pending"] == FAILING_REQUESTS, body
-    send(p.url, FAILING_REQUESTS)
+    send_concurrently(p.url, FAILING_REQUESTS)
     attempts = attempts_seen() - before
 
     logged = problems_logged(p, redis_url)
@@ -183,26 +171,6 @@ def assert_one_clear_failure(
 
 
 # --- the option check --------------------------------------------------------------------------
-
-
-def test_option_check_accepts_rediss_urls(certs: Certificates, tmp_path: Path) -> None:
-    """The counter_redis_url check accepts rediss:// URLs with the TLS query arguments that
-    redis-py understands, with or without a database in the path, and refuses one naming a
-    CA file that does not exist."""
-    ca = str(certs.ca)
-    (tmp_path / "with space.pem").write_bytes(certs.ca.read_bytes())
-    spaced = quote(str(tmp_path / "with space.pem"), safe="")
-    for url in [
-        tls_url(6380, certs.ca),
-        f"rediss://127.0.0.1:6380?ssl_ca_certs={ca}",
-        f"rediss://127.0.0.1:6380/?ssl_ca_certs={ca}&db=2",
-        f"rediss://:pw@localhost:6380/3?ssl_ca_certs={ca}&ssl_cert_reqs=required",
-        "rediss://user:pw@127.0.0.1/0?ssl_cert_reqs=none&ssl_check_hostname=false",
-        f"rediss://127.0.0.1:6380/0?ssl_ca_certs={spaced}&ssl_min_version=3",
-    ]:
-        check_url(url)
-    with pytest.raises(ValueError, match="ssl_ca_certs: no such file"):
-        check_url(f"rediss://127.0.0.1:6380/0?ssl_ca_certs={tmp_path / 'missing.pem'}")
 
 
 # A misspelt TLS argument: redis-py passes unknown query arguments to the connection class,
@@ -260,15 +228,14 @@ def test_counts_exactly_through_tls(
     p = start_proxy(upstream, url)
 
     start = time.monotonic()
-    send(p.url, REQUESTS)
+    send_concurrently(p.url, REQUESTS)
     sent_in = time.monotonic() - start
     start = time.monotonic()
     counter = counter_of(p.url)
     status_in = time.monotonic() - start
     with tls_redis.client() as client:
         stored = client.get("counter")
-        stats = client.info("commandstats")
-    writes = sum(int(stats.get(f"cmdstat_{c}", {}).get("calls", 0)) for c in ("evalsha", "eval"))
+        writes = script_calls(client)
     print(
         f"\n  {REQUESTS} requests in {sent_in:.2f}s ({REQUESTS / sent_in:.0f}/s), "
         f"/status in {status_in * 1000:.0f} ms, {writes} batched writes over TLS"

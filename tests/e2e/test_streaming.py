@@ -16,9 +16,10 @@ from pathlib import Path
 import httpx
 import pytest
 
-from tests.conftest import Proxy, ProxyFactory
-from tests.proc_stats import RssSampler
-from tests.upstream import CHUNK, PATTERN
+from tests.support.http_client import counter_of
+from tests.support.processes import Proxy, ProxyFactory
+from tests.support.procfs import RssSampler
+from tests.support.upstream import CHUNK, PATTERN
 
 KiB = 1024
 MiB = 1024 * KiB
@@ -67,13 +68,6 @@ def echo(response: httpx.Response) -> dict[str, object]:
     return body
 
 
-def status_counter(proxy: Proxy) -> int:
-    r = httpx.get(f"{proxy.url}/status", timeout=5)
-    assert r.status_code == 200, r.text
-    counter: int = r.json()["counter"]
-    return counter
-
-
 def warm_up(client: httpx.Client, proxy: Proxy) -> None:
     """One small streamed exchange each way first, so the baseline includes lazy set-up."""
     r = client.post(f"{proxy.url}/warmup", content=iter([b"x" * 100]))
@@ -107,7 +101,7 @@ def test_large_download_streams_intact_with_flat_memory(
     report(f"download ({'chunked' if chunked else 'Content-Length'})", size, seconds, sampler)
     sampler.check(f"a {size / MiB:.0f} MiB download")
     # Streaming doesn't get in the way of counting: warm-up (2) + the download.
-    assert status_counter(proxy) == 3
+    assert counter_of(proxy.url, timeout=5) == 3
 
 
 @pytest.mark.parametrize(
@@ -142,7 +136,7 @@ def test_large_upload_streams_intact_with_flat_memory(
     assert got["body_sha256"] == digest.hexdigest()
     report(f"upload ({'chunked' if chunked else 'Content-Length'})", size, seconds, sampler)
     sampler.check(f"a {size / MiB:.0f} MiB upload")
-    assert status_counter(proxy) == 3
+    assert counter_of(proxy.url, timeout=5) == 3
 
 
 def check_small_bodies(proxy: Proxy) -> None:
@@ -174,7 +168,7 @@ def test_bodies_around_threshold_pass_intact(
     proxy = start_proxy(upstream, redis_url, "--set", f"counter_stream_threshold={threshold}")
     check_small_bodies(proxy)
     # 6 sizes x (2 uploads + 2 downloads), all counted.
-    assert status_counter(proxy) == len(SMALL_SIZES) * 4
+    assert counter_of(proxy.url, timeout=5) == len(SMALL_SIZES) * 4
 
 
 def test_stream_large_bodies_and_zero_threshold_together(
@@ -190,7 +184,7 @@ def test_stream_large_bodies_and_zero_threshold_together(
         "stream_large_bodies=1",
     )
     check_small_bodies(proxy)
-    assert status_counter(proxy) == len(SMALL_SIZES) * 4
+    assert counter_of(proxy.url, timeout=5) == len(SMALL_SIZES) * 4
 
 
 def test_status_with_body_is_never_forwarded_under_stream_large_bodies(

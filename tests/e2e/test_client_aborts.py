@@ -14,19 +14,16 @@ import socket
 import httpx
 import pytest
 
-from tests.conftest import Proxy
-from tests.e2e_helpers import HEADER_END, counter_of, parse_response
-from tests.proc_stats import KiB, MiB, RssSampler
-from tests.test_upstream_faults import (
-    Resources,
-    Snapshot,
-    assert_good_request_still_works,
-    check_peak_rss,
+from tests.support.http_client import (
+    HEADER_END,
+    assert_good_request_served,
     close_with_reset,
-    dechunk,
-    is_pattern,
+    counter_of,
+    parse_response,
 )
-from tests.upstream import PATTERN
+from tests.support.processes import Proxy
+from tests.support.procfs import KiB, MiB, Resources, RssSampler, Snapshot, check_peak_rss
+from tests.support.upstream import PATTERN, is_pattern
 
 DECLARED_UPLOAD = 256 * MiB
 DOWNLOAD_SIZE = 1024 * MiB
@@ -77,14 +74,12 @@ def abort_download(port: int, i: int, chunked: bool, reset: bool) -> None:
     assert r.status == 200, r.raw[:300]
     if chunked:
         assert r.header("transfer-encoding") == "chunked", r.headers
-        body, complete = dechunk(r.body)
-        assert not complete
+        assert not r.complete
     else:
         assert r.header("content-length") == str(DOWNLOAD_SIZE), r.headers
-        body = r.body
     # Less the head, the chunks' framing and a chunk cut short.
-    assert len(body) >= SENT - 128 * KiB, len(body)
-    assert is_pattern(body), "the download's bytes differ from the upstream's"
+    assert len(r.body) >= SENT - 128 * KiB, len(r.body)
+    assert is_pattern(r.body), "the download's bytes differ from the upstream's"
 
 
 def run_aborts(proxy: Proxy, redis_url: str, direction: str, chunked: bool) -> None:
@@ -111,7 +106,7 @@ def run_aborts(proxy: Proxy, redis_url: str, direction: str, chunked: bool) -> N
     assert rss[-1] - rss[0] < MAX_RSS_DRIFT, "the proxy's memory grew from abort to abort"
     check_peak_rss(peak, resources.baseline, f"{REPEATS} aborted {direction}s")
 
-    assert_good_request_still_works(proxy)
+    assert_good_request_served(proxy.port, timeout=30)
     assert counter_of(proxy.url) == WARM_UPS + REPEATS + 1
     resources.settle("a good request")
 

@@ -4,19 +4,14 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import httpx
 import redis
 
-from tests.conftest import ProxyFactory, start_redis, wait_for
-from tests.e2e_helpers import counter_of
-from tests.load import Load
-from tests.relay import Relay
+from tests.support.http_client import counter_of, status_of
+from tests.support.load import Load
+from tests.support.processes import ProxyFactory, start_redis, wait_for
+from tests.support.relay import Relay
 
 KILLS = 3
-
-
-def status_code(url: str) -> int:
-    return httpx.get(f"{url}/status", timeout=10).status_code
 
 
 def test_redis_killed_mid_write_under_load_loses_and_doubles_nothing(
@@ -26,7 +21,7 @@ def test_redis_killed_mid_write_under_load_loses_and_doubles_nothing(
     on its way: the proxy never hears of it and resends the batch to the restarted Redis.
 
     The relay between proxy and Redis holds that reply back, so every kill loses one for
-    certain (tests/test_redis_counter.py shows a plain INCRBY counting it twice).
+    certain (tests/unit/test_redis_counter.py shows a plain INCRBY counting it twice).
     """
     server = start_redis(tmp_path / "redis", "--appendfsync", "always")
     relay = Relay(server.port)
@@ -44,7 +39,7 @@ def test_redis_killed_mid_write_under_load_loses_and_doubles_nothing(
                 load.wait_for_more(300)  # the proxy serves on without Redis
                 server.start()
                 # The lost batch has been resent (and skipped) before the relay is armed again.
-                wait_for(lambda: status_code(proxy.url) == 200, 30, "/status back to 200")
+                wait_for(lambda: status_of(proxy.url).status_code == 200, 30, "/status back to 200")
             load.wait_for_more(300)
         results = load.results
         assert results.failed == []

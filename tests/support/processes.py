@@ -1,0 +1,162 @@
+"""Real processes for the tests: redis-server, mitmdump/mitmweb, any child with a log file.
+
+It and procfs.py import nothing beyond httpx and the product: benchmarks/bench.py uses them too.
+"""
+
+from __future__ import annotations
+
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import httpx
+
+from counting_addon.embedded_redis import EmbeddedRedis, stop_process
+
+ROOT = Path(__file__).resolve().parents[2]
+SCRIPT = ROOT / "counting_addon" / "addon.py"
+BIN = Path(sys.executable).parent
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port: int = s.getsockname()[1]
+        return port
+
+
+def wait_for(check: Callable[[], bool], timeout: float, what: str) -> None:
+    """Poll `check` until it holds; fail the test naming `what` after `timeout` seconds."""
+    deadline = time.monotonic() + timeout
+    while not check():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout}s waiting for {what}")
+        time.sleep(0.02)
+
+
+def start_redis(directory: Path, *args: str) -> EmbeddedRedis:
+    for _ in range(5):  # the free port may be taken between probing and binding
+        server = EmbeddedRedis(free_port(), directory, *args)
+        try:
+            server.start()
+        except RuntimeError:
+            continue
+        return server
+    raise RuntimeError("could not start redis-server")
+
+
+class Process:
+    """A child process with its output in a log file, stopped by pid."""
+
+    def __init__(self, args: list[str], log: Path, env: dict[str, str] | None = None) -> None:
+        self.log = log
+        with open(log, "wb") as out:
+            self.popen: subprocess.Popen[bytes] = subprocess.Popen(
+                args, stdout=out, stderr=subprocess.STDOUT, env=env
+            )
+
+    @property
+    def pid(self) -> int:
+        return self.popen.pid
+
+    def output(self) -> str:
+        return self.log.read_text(errors="replace")
+
+    def stop(self, sig: int = signal.SIGTERM, timeout: float = 20.0) -> int:
+        return stop_process(self.popen, timeout, sig)
+
+
+def proxy_command(
+    tool: str, upstream: str, port: int, confdir: Path, *args: str, script: Path = SCRIPT
+) -> list[str]:
+    """mitmdump, mitmweb or mitmproxy with the addon, in reverse mode on 127.0.0.1:`port`."""
+    return [
+        str(BIN / tool),
+        "-s", str(script),
+        "--mode", f"reverse:{upstream}",
+        "--listen-host", "127.0.0.1",
+        "-p", str(port),
+        "--set", f"confdir={confdir}",
+        *args,
+    ]  # fmt: skip
+
+
+def web_options(web_port: int) -> list[str]:
+    """mitmweb's UI on 127.0.0.1:`web_port`, no browser opened."""
+    return [
+        "--set", f"web_port={web_port}",
+        "--set", "web_host=127.0.0.1",
+        "--set", "web_open_browser=false",
+    ]  # fmt: skip
+
+
+def wait_until_serving(process: Process, url: str, timeout: float = 30.0) -> None:
+    """Poll `url`/status until the proxy answers anything; fail if the process exits first."""
+
+    def answers() -> bool:
+        if process.popen.poll() is not None:
+            raise AssertionError(
+                f"exited early with {process.popen.returncode}:\n{process.output()}"
+            )
+        try:
+            httpx.get(f"{url}/status", timeout=2)
+        except httpx.HTTPError:
+            return False
+        return True
+
+    wait_for(answers, timeout, f"the proxy at {url}")
+
+
+class Proxy(Process):
+    """mitmdump (or mitmweb) with the addon, in reverse mode in front of `upstream`.
+
+    `redis_url` None leaves counter_redis_url unset (so REDIS_URL or the default applies).
+    """
+
+    def __init__(
+        self,
+        directory: Path,
+        upstream: str,
+        redis_url: str | None,
+        *args: str,
+        tool: str = "mitmdump",
+        env: dict[str, str] | None = None,
+        script: Path = SCRIPT,
+    ) -> None:
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        directory.mkdir(parents=True, exist_ok=True)
+        if redis_url is not None:
+            args = ("--set", f"counter_redis_url={redis_url}", *args)
+        confdir = directory.parent / "confdir"
+        command = proxy_command(tool, upstream, self.port, confdir, *args, script=script)
+        super().__init__(command, directory / f"{tool}-{self.port}.log", env=env)
+
+    def wait_ready(self, timeout: float = 30.0) -> None:
+        wait_until_serving(self, self.url, timeout)
+
+
+ProxyFactory = Callable[..., Proxy]
+
+
+def script_copy(directory: Path) -> Path:
+    """A copy of the -s script in `directory`, to edit so that mitmproxy reloads it."""
+    directory.mkdir(parents=True, exist_ok=True)
+    return Path(shutil.copy(SCRIPT, directory / SCRIPT.name))
+
+
+def reload_script(proxy: Process, script: Path) -> None:
+    """Edit `script`; return once `proxy` has loaded it again."""
+    loads = proxy.output().count("Loading script")
+    script.write_text(script.read_text() + "\n# edited\n")
+    wait_for(lambda: proxy.output().count("Loading script") > loads, 30, "the script to reload")
+
+
+def lines_with(process: Process, text: str) -> list[str]:
+    """The lines of `process`'s output that contain `text`."""
+    return [line for line in process.output().splitlines() if text in line]
