@@ -2,6 +2,6 @@
 
 from counting_addon import CountingProxy
 
-# The three addons themselves rather than the CountingProxy holding them: one level less for
+# The addons themselves rather than the CountingProxy holding them: one level less for
 # mitmproxy to walk on each of the ~8 hook calls of every request.
 addons = CountingProxy().addons

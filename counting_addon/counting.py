@@ -23,6 +23,13 @@ CLOSE_TIMEOUT = 3.0
 RETIRE_BOUND = 600.0
 
 
+def is_h2c_preface(flow: http.HTTPFlow) -> bool:
+    """HTTP/2 in cleartext with prior knowledge: its preface reads as a request `PRI *
+    HTTP/2.0`, which mitmproxy's DisableH2C kills in the `request` hook, after this one."""
+    request = flow.request.data
+    return request.method == b"PRI" and request.path == b"*" and request.http_version == b"HTTP/2.0"
+
+
 class Shutdown:
     """What `done` returns: mitmproxy awaits it on shutdown, and drops it on a script reload.
 
@@ -77,7 +84,7 @@ class CountRequests:
 
     def requestheaders(self, flow: http.HTTPFlow) -> None:
         # A flow that arrives with an error was rejected by mitmproxy and never proxied.
-        if flow.error is None and not is_status_flow(flow):
+        if flow.error is None and not is_status_flow(flow) and not is_h2c_preface(flow):
             assert self.counter, "configure() runs before any flow"
             self.counter.add()
 

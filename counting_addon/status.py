@@ -15,6 +15,7 @@ from mitmproxy.net.http.http1 import expected_http_body_size
 from mitmproxy.proxy.mode_specs import ProxyMode, ReverseMode
 from mitmproxy.utils import human
 
+from counting_addon.body_length import unknown_length
 from counting_addon.option_errors import reported_cleanly
 from counting_addon.redis_counter import CounterUnavailable
 
@@ -113,6 +114,14 @@ class StatusEndpoint:
         flow.metadata[STATUS_FLOW] = True
         flow.marked = ":bar_chart:"
         flow.comment = "answered by counting_addon"
+        if unknown_length(flow.request):
+            # HTTP/2 or 3 without Content-Length: a body may follow, which mitmproxy would read
+            # whole before the answer. Only GET and HEAD are answered: they carry none in
+            # practice, and an addon can't tell before the body comes. The rest is refused
+            # unread, as a request of unknown length is over HTTP/1.1.
+            if flow.request.method not in ALLOWED:
+                flow.kill()
+            return
         try:
             size = expected_http_body_size(flow.request)
         except ValueError:

@@ -7,25 +7,9 @@ from mitmproxy.addonmanager import Loader
 from mitmproxy.net.http.http1 import expected_http_body_size
 from mitmproxy.utils import human
 
+from counting_addon.body_length import framing, unknown_length
 from counting_addon.option_errors import reported_cleanly
 from counting_addon.status import is_status_flow
-
-
-def framing(headers: http.Headers) -> tuple[bytes | None, bool]:
-    """The Content-Length (b"" if repeated) and whether there is a Transfer-Encoding.
-
-    One pass over the raw fields: each `in` or `get` on Headers decodes every field anew, which
-    made these checks most of the addon's per-request cost.
-    """
-    length: bytes | None = None
-    transfer_encoding = False
-    for name, value in headers.fields:
-        name = name.lower()
-        if name == b"content-length":
-            length = value if length is None else b""
-        elif name == b"transfer-encoding":
-            transfer_encoding = True
-    return length, transfer_encoding
 
 
 class StreamBodies:
@@ -72,6 +56,10 @@ class StreamBodies:
 
     def requestheaders(self, flow: http.HTTPFlow) -> None:
         if is_status_flow(flow) or flow.error:
+            return
+        if unknown_length(flow.request):
+            # Streamed only if a body does follow: mitmproxy knows, an addon can't yet.
+            flow.request.stream = True
             return
         # Most requests have no body: skip the full check, which costs more than everything
         # else the addon does per request.

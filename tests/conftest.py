@@ -3,7 +3,6 @@ mitmdump. The helpers behind them are in tests/support/."""
 
 from __future__ import annotations
 
-import sys
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -12,13 +11,10 @@ import redis
 
 from counting_addon.embedded_redis import EmbeddedRedis
 from tests.support.processes import (
-    ROOT,
-    Process,
     Proxy,
     ProxyFactory,
-    free_port,
     start_redis,
-    wait_for,
+    start_upstream,
 )
 from tests.support.tls import Certificates, make_certificates
 
@@ -66,12 +62,18 @@ def certs(tmp_path_factory: pytest.TempPathFactory) -> Certificates:
 @pytest.fixture(scope="session")
 def upstream(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     """The tests' upstream HTTP server (tests/support/upstream.py); its base URL."""
-    port = free_port()
-    log = tmp_path_factory.mktemp("upstream") / "upstream.log"
-    script = ROOT / "tests" / "support" / "upstream.py"
-    proc = Process([sys.executable, str(script), str(port)], log)
-    url = f"http://127.0.0.1:{port}"
-    wait_for(lambda: "ready" in proc.output(), 15, "the upstream server")
+    proc, url = start_upstream(tmp_path_factory.mktemp("upstream"))
+    yield url
+    proc.stop()
+
+
+@pytest.fixture(scope="session")
+def https_upstream(tmp_path_factory: pytest.TempPathFactory, certs: Certificates) -> Iterator[str]:
+    """The same upstream over TLS (HTTP/1.1 by ALPN), its certificate from `certs.ca`."""
+    identity = certs.server
+    proc, url = start_upstream(
+        tmp_path_factory.mktemp("https-upstream"), identity.cert_file, identity.key_file
+    )
     yield url
     proc.stop()
 

@@ -7,65 +7,25 @@ streamed; either way they must arrive byte for byte.
 from __future__ import annotations
 
 import hashlib
-import json
 import random
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
 import pytest
 
+from tests.support.bodies import MiB, check_pattern_download, echo, numbered_chunks, report
 from tests.support.http_client import counter_of
 from tests.support.processes import Proxy, ProxyFactory
 from tests.support.procfs import RssSampler
-from tests.support.upstream import CHUNK, PATTERN
+from tests.support.upstream import PATTERN
 
 KiB = 1024
-MiB = 1024 * KiB
 BIG = 256 * MiB
 # Chunked transfers are checked the same way; a smaller size keeps the file quick.
 CHUNKED_DOWNLOAD = 64 * MiB
 TRANSFER_TIMEOUT = httpx.Timeout(60.0)
 SMALL_SIZES = [0, 1, 1023, 1024, 1025, 100 * KiB]
-
-
-def report(what: str, size: int, seconds: float, sampler: RssSampler) -> None:
-    print(
-        f"\n{what}: {size / MiB:.0f} MiB in {seconds:.2f}s = {size / MiB / seconds:.0f} MiB/s, "
-        f"mitmdump RSS {sampler.baseline / MiB:.1f} MiB + peak growth "
-        f"{sampler.growth / MiB:.1f} MiB ({sampler.samples} samples"
-        f"{', VmHWM included' if sampler.hwm_reset else ''})"
-    )
-
-
-def check_pattern_download(response: httpx.Response, size: int) -> int:
-    """Reads the /download body in CHUNK-sized pieces, each must be the upstream's pattern."""
-    assert response.status_code == 200
-    received = 0
-    # Every piece starts at a multiple of CHUNK, itself a multiple of the 256-byte period.
-    for piece in response.iter_raw(CHUNK):
-        expected = PATTERN[: len(piece)]
-        if piece != expected:
-            at = next(i for i, (a, b) in enumerate(zip(piece, expected, strict=False)) if a != b)
-            raise AssertionError(f"body differs at byte {received + at} of {size}")
-        received += len(piece)
-    return received
-
-
-def numbered_chunks(count: int, size: int, digest: hashlib._Hash) -> Iterator[bytes]:
-    """`count` distinct chunks (a dropped, repeated or reordered one changes the hash)."""
-    base = random.Random(1234).randbytes(size)
-    for i in range(count):
-        chunk = i.to_bytes(8, "big") + base[8:]
-        digest.update(chunk)
-        yield chunk
-
-
-def echo(response: httpx.Response) -> dict[str, object]:
-    assert response.status_code == 200, response.text
-    body: dict[str, object] = json.loads(response.content)
-    return body
 
 
 def warm_up(client: httpx.Client, proxy: Proxy) -> None:

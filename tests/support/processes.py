@@ -133,8 +133,8 @@ class Proxy(Process):
         directory.mkdir(parents=True, exist_ok=True)
         if redis_url is not None:
             args = ("--set", f"counter_redis_url={redis_url}", *args)
-        confdir = directory.parent / "confdir"
-        command = proxy_command(tool, upstream, self.port, confdir, *args, script=script)
+        self.confdir = directory.parent / "confdir"
+        command = proxy_command(tool, upstream, self.port, self.confdir, *args, script=script)
         super().__init__(command, directory / f"{tool}-{self.port}.log", env=env)
 
     def wait_ready(self, timeout: float = 30.0) -> None:
@@ -160,3 +160,13 @@ def reload_script(proxy: Process, script: Path) -> None:
 def lines_with(process: Process, text: str) -> list[str]:
     """The lines of `process`'s output that contain `text`."""
     return [line for line in process.output().splitlines() if text in line]
+
+
+def start_upstream(directory: Path, *tls_files: Path) -> tuple[Process, str]:
+    """tests/support/upstream.py on a free port, over TLS given a certificate and key."""
+    port = free_port()
+    script = Path(__file__).with_name("upstream.py")
+    command = [sys.executable, str(script), str(port), *map(str, tls_files)]
+    proc = Process(command, directory / "upstream.log")
+    wait_for(lambda: "ready" in proc.output(), 15, "the upstream server")
+    return proc, f"{'https' if tls_files else 'http'}://127.0.0.1:{port}"

@@ -24,9 +24,15 @@ def flow(
     method: str = "GET",
     mode: str = REVERSE,
     headers: tuple[tuple[bytes, bytes], ...] = (),
+    http_version: str = "HTTP/1.1",
 ) -> http.HTTPFlow:
     f = tflow.tflow(
-        req=tutils.treq(path=path.encode(), method=method.encode(), headers=http.Headers(headers))
+        req=tutils.treq(
+            path=path.encode(),
+            method=method.encode(),
+            headers=http.Headers(headers),
+            http_version=http_version.encode(),
+        )
     )
     f.client_conn.proxy_mode = ProxyMode.parse(mode)
     return f
@@ -165,6 +171,26 @@ class TestCounting:
             counter = proxy.counting.counter
             assert counter is not None and counter.ledger.counted == 0
 
+    @pytest.mark.parametrize(
+        ("method", "path", "http_version", "counted"),
+        [
+            # The preface of cleartext HTTP/2 with prior knowledge, which mitmproxy kills.
+            ("PRI", "*", "HTTP/2.0", 0),
+            ("PRI", "/x", "HTTP/1.1", 1),  # any method token is proxied, and counted
+            ("GET", "*", "HTTP/2.0", 1),
+        ],
+    )
+    async def test_cleartext_http2_preface_is_not_counted(
+        self, redis_url: str, method: str, path: str, http_version: str, counted: int
+    ) -> None:
+        proxy = CountingProxy()
+        with taddons.context(Proxyserver(), proxy) as tctx:
+            tctx.configure(proxy.counting, counter_redis_url=redis_url)
+            all_hooks(proxy, flow(path, method=method, http_version=http_version))
+            counter = proxy.counting.counter
+            assert counter is not None and counter.ledger.counted == counted
+            await proxy.counting.done()
+
     async def test_status_path_is_proxied_and_counted_outside_reverse_mode(
         self, redis_url: str
     ) -> None:
@@ -268,6 +294,28 @@ class TestStatus:
             all_hooks(proxy, f)
             assert f.error is not None and f.error.msg == Error.KILLED_MESSAGE
 
+    @pytest.mark.parametrize(
+        ("method", "http_version", "killed"),
+        [
+            # HTTP/2 and 3 without Content-Length: a body of unknown length may follow.
+            ("POST", "HTTP/2.0", True),
+            ("PUT", "HTTP/3", True),
+            ("GET", "HTTP/2.0", False),
+            ("HEAD", "HTTP/3", False),
+            ("POST", "HTTP/1.1", False),  # no Content-Length in HTTP/1: no body; 405
+        ],
+    )
+    async def test_unknown_length_over_http2_and_3(
+        self, redis_url: str, method: str, http_version: str, killed: bool
+    ) -> None:
+        proxy = CountingProxy()
+        with taddons.context(Proxyserver(), proxy) as tctx:
+            tctx.configure(proxy.counting, counter_redis_url=redis_url)
+            f = flow("/status", method=method, http_version=http_version)
+            all_hooks(proxy, f)
+            assert (f.error is not None) is killed
+            assert not f.request.stream
+
     async def test_small_body_is_answered(self, redis_url: str) -> None:
         f = flow("/status", headers=((b"content-length", b"1024"),))
         response = await self.answer(redis_url, f, stream_large_bodies="1k")
@@ -276,23 +324,32 @@ class TestStatus:
 
 class TestStreaming:
     @pytest.mark.parametrize(
-        ("threshold", "headers", "streamed"),
+        ("threshold", "headers", "streamed", "http_version"),
         [
-            ("1m", (), False),
-            ("1m", ((b"content-length", b"1048576"),), False),
-            ("1m", ((b"content-length", b"1048577"),), True),
-            ("1m", ((b"transfer-encoding", b"chunked"),), True),
-            ("0", ((b"content-length", b"1"),), True),
-            ("0", (), False),
+            ("1m", (), False, "HTTP/1.1"),
+            ("1m", ((b"content-length", b"1048576"),), False, "HTTP/1.1"),
+            ("1m", ((b"content-length", b"1048577"),), True, "HTTP/1.1"),
+            ("1m", ((b"transfer-encoding", b"chunked"),), True, "HTTP/1.1"),
+            ("0", ((b"content-length", b"1"),), True, "HTTP/1.1"),
+            ("0", (), False, "HTTP/1.1"),
+            # HTTP/2 and 3 without Content-Length: mitmproxy streams only if a body follows.
+            ("1m", (), True, "HTTP/2.0"),
+            ("1m", (), True, "HTTP/3"),
+            ("1m", ((b"content-length", b"10"),), False, "HTTP/2.0"),
+            ("1m", (), False, "HTTP/1.0"),
         ],
     )
     async def test_requests(
-        self, threshold: str, headers: tuple[tuple[bytes, bytes], ...], streamed: bool
+        self,
+        threshold: str,
+        headers: tuple[tuple[bytes, bytes], ...],
+        streamed: bool,
+        http_version: str,
     ) -> None:
         addon = StreamBodies()
         with taddons.context(addon) as tctx:
             tctx.configure(addon, counter_stream_threshold=threshold)
-            f = flow(headers=headers)
+            f = flow(headers=headers, http_version=http_version)
             addon.requestheaders(f)
             assert bool(f.request.stream) is streamed
 
