@@ -23,7 +23,7 @@ import pytest
 import redis
 
 from tests.support.bodies import MiB, check_pattern_download, echo, numbered_chunks, report
-from tests.support.http2 import h2_client, h2_options, h2c_prior_knowledge, proxy_ca
+from tests.support.http2 import h2_client, h2_options, h2c_prior_knowledge
 from tests.support.http_client import counter_of
 from tests.support.processes import Proxy, ProxyFactory
 from tests.support.procfs import RssSampler
@@ -228,7 +228,7 @@ def test_http2_upstream_gets_the_body_as_it_came(
         f"https://127.0.0.1:{second.port}",
         redis_url,
         "--set", "counter_key=first",
-        "--set", f"ssl_verify_upstream_trusted_ca={proxy_ca(second)}",
+        "--set", f"ssl_verify_upstream_trusted_ca={second.ca_cert}",
     )  # fmt: skip
     with h2_client(first, timeout=TRANSFER_TIMEOUT) as client:
         for path in ("/first", "/second"):

@@ -21,15 +21,10 @@ class H2Only(ssl.SSLContext):
         super().set_alpn_protocols(["h2"])
 
 
-def proxy_ca(proxy: Proxy) -> str:
-    """mitmproxy's CA, which signs the certificate it shows clients that open with TLS."""
-    return str(proxy.confdir / "mitmproxy-ca-cert.pem")
-
-
 def h2_options(proxy: Proxy) -> dict[str, Any]:
     """httpx.Client's or AsyncClient's arguments for HTTP/2 over TLS to `proxy`."""
     context = H2Only(ssl.PROTOCOL_TLS_CLIENT)
-    context.load_verify_locations(proxy_ca(proxy))
+    context.load_verify_locations(proxy.ca_cert)
     base_url = f"https://localhost:{proxy.port}"
     return {"base_url": base_url, "http1": False, "http2": True, "verify": context}
 

@@ -13,8 +13,10 @@ import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
+from typing import Literal
 
 import httpx
+from mitmproxy.proxy.mode_specs import ProxyMode
 
 from counting_addon.embedded_redis import EmbeddedRedis, stop_process
 
@@ -23,11 +25,22 @@ SCRIPT = ROOT / "counting_addon" / "addon.py"
 BIN = Path(sys.executable).parent
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port: int = s.getsockname()[1]
-        return port
+def free_port(transport: Literal["tcp", "udp", "both"] = "tcp") -> int:
+    """A port on 127.0.0.1 free for TCP, for UDP, or for both (a mode serving HTTP/3 too)."""
+    kinds = {"tcp": [socket.SOCK_STREAM], "udp": [socket.SOCK_DGRAM]}
+    first, *others = kinds.get(transport, [socket.SOCK_DGRAM, socket.SOCK_STREAM])
+    for _ in range(100):
+        with socket.socket(socket.AF_INET, first) as s:
+            s.bind(("127.0.0.1", 0))
+            port: int = s.getsockname()[1]
+            try:
+                for kind in others:
+                    with socket.socket(socket.AF_INET, kind) as other:
+                        other.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+            return port
+    raise RuntimeError(f"no port free for {transport}")
 
 
 def wait_for(check: Callable[[], bool], timeout: float, what: str) -> None:
@@ -116,6 +129,8 @@ class Proxy(Process):
     """mitmdump (or mitmweb) with the addon, in reverse mode in front of `upstream`.
 
     `redis_url` None leaves counter_redis_url unset (so REDIS_URL or the default applies).
+    `upstream`'s scheme picks what it listens on, as in mitmproxy: `http3://` (and `quic://`)
+    UDP only, `https://` TCP and UDP (HTTP/3), `http://` TCP only.
     """
 
     def __init__(
@@ -128,17 +143,31 @@ class Proxy(Process):
         env: dict[str, str] | None = None,
         script: Path = SCRIPT,
     ) -> None:
-        self.port = free_port()
+        self.transport = ProxyMode.parse(f"reverse:{upstream}").transport_protocol
+        self.port = free_port(self.transport)
         self.url = f"http://127.0.0.1:{self.port}"
         directory.mkdir(parents=True, exist_ok=True)
         if redis_url is not None:
             args = ("--set", f"counter_redis_url={redis_url}", *args)
         self.confdir = directory.parent / "confdir"
+        # mitmproxy makes its CA here at start-up: clients that open with TLS trust this file.
+        self.ca_cert = self.confdir / "mitmproxy-ca-cert.pem"
         command = proxy_command(tool, upstream, self.port, self.confdir, *args, script=script)
         super().__init__(command, directory / f"{tool}-{self.port}.log", env=env)
 
     def wait_ready(self, timeout: float = 30.0) -> None:
-        wait_until_serving(self, self.url, timeout)
+        if self.transport != "udp":
+            wait_until_serving(self, self.url, timeout)
+        if self.transport != "tcp":
+            # No HTTP/1 to poll over UDP: mitmproxy logs this once every socket of the mode is
+            # bound, which is after the addon is configured.
+            listening = f"listening at 127.0.0.1:{self.port}."
+            wait_for(lambda: self._alive() and listening in self.output(), timeout, listening)
+
+    def _alive(self) -> bool:
+        if self.popen.poll() is not None:
+            raise AssertionError(f"exited early with {self.popen.returncode}:\n{self.output()}")
+        return True
 
 
 ProxyFactory = Callable[..., Proxy]
