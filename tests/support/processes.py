@@ -11,7 +11,7 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import httpx
@@ -72,13 +72,25 @@ class Process:
 
 
 def proxy_command(
-    tool: str, upstream: str, port: int, confdir: Path, *args: str, script: Path = SCRIPT
+    tool: str,
+    upstream: str,
+    port: int,
+    confdir: Path,
+    *args: str,
+    script: Path = SCRIPT,
+    listeners: Sequence[str] = (),
 ) -> list[str]:
-    """mitmdump, mitmweb or mitmproxy with the addon, in reverse mode on 127.0.0.1:`port`."""
+    """mitmdump, mitmweb or mitmproxy with the addon, in reverse mode on 127.0.0.1:`port`.
+
+    `listeners` are further `--mode` specs served by the same process, each with its own port
+    (`regular@8081`, `reverse:http://host@8082`); they listen on 127.0.0.1 too.
+    """
+    assert all("@" in mode for mode in listeners), f"each listener needs its @port: {listeners}"
     return [
         str(BIN / tool),
         "-s", str(script),
         "--mode", f"reverse:{upstream}",
+        *(arg for mode in listeners for arg in ("--mode", mode)),
         "--listen-host", "127.0.0.1",
         "-p", str(port),
         "--set", f"confdir={confdir}",
@@ -112,10 +124,30 @@ def wait_until_serving(process: Process, url: str, timeout: float = 30.0) -> Non
     wait_for(answers, timeout, f"the proxy at {url}")
 
 
+def wait_listening(process: Process, port: int, timeout: float = 30.0) -> None:
+    """Poll until 127.0.0.1:`port` accepts a TCP connection (closed at once, before any
+    request, so nothing is proxied or counted); fail if the process exits first."""
+
+    def accepts() -> bool:
+        if process.popen.poll() is not None:
+            raise AssertionError(
+                f"exited early with {process.popen.returncode}:\n{process.output()}"
+            )
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=2).close()
+        except OSError:
+            return False
+        return True
+
+    wait_for(accepts, timeout, f"a listener on 127.0.0.1:{port}")
+
+
 class Proxy(Process):
     """mitmdump (or mitmweb) with the addon, in reverse mode in front of `upstream`.
 
     `redis_url` None leaves counter_redis_url unset (so REDIS_URL or the default applies).
+    `listeners`: further `--mode` specs with their own ports, as for `proxy_command`; waiting
+    for the first listener does not wait for those (`wait_listening` does).
     """
 
     def __init__(
@@ -127,14 +159,18 @@ class Proxy(Process):
         tool: str = "mitmdump",
         env: dict[str, str] | None = None,
         script: Path = SCRIPT,
+        listeners: Sequence[str] = (),
     ) -> None:
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         directory.mkdir(parents=True, exist_ok=True)
         if redis_url is not None:
             args = ("--set", f"counter_redis_url={redis_url}", *args)
-        confdir = directory.parent / "confdir"
-        command = proxy_command(tool, upstream, self.port, confdir, *args, script=script)
+        # mitmproxy's confdir, shared by the test's proxies: its CA is mitmproxy-ca-cert.pem.
+        self.confdir = directory.parent / "confdir"
+        command = proxy_command(
+            tool, upstream, self.port, self.confdir, *args, script=script, listeners=listeners
+        )
         super().__init__(command, directory / f"{tool}-{self.port}.log", env=env)
 
     def wait_ready(self, timeout: float = 30.0) -> None:
