@@ -11,7 +11,7 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Literal
 
@@ -85,13 +85,25 @@ class Process:
 
 
 def proxy_command(
-    tool: str, upstream: str, port: int, confdir: Path, *args: str, script: Path = SCRIPT
+    tool: str,
+    upstream: str,
+    port: int,
+    confdir: Path,
+    *args: str,
+    script: Path = SCRIPT,
+    listeners: Sequence[str] = (),
 ) -> list[str]:
-    """mitmdump, mitmweb or mitmproxy with the addon, in reverse mode on 127.0.0.1:`port`."""
+    """mitmdump, mitmweb or mitmproxy with the addon, in reverse mode on 127.0.0.1:`port`.
+
+    `listeners` are further `--mode` specs served by the same process, each with its own port
+    (`regular@8081`, `reverse:http://host@8082`); they listen on 127.0.0.1 too.
+    """
+    assert all("@" in mode for mode in listeners), f"each listener needs its @port: {listeners}"
     return [
         str(BIN / tool),
         "-s", str(script),
         "--mode", f"reverse:{upstream}",
+        *(arg for mode in listeners for arg in ("--mode", mode)),
         "--listen-host", "127.0.0.1",
         "-p", str(port),
         "--set", f"confdir={confdir}",
@@ -125,12 +137,32 @@ def wait_until_serving(process: Process, url: str, timeout: float = 30.0) -> Non
     wait_for(answers, timeout, f"the proxy at {url}")
 
 
+def wait_listening(process: Process, port: int, timeout: float = 30.0) -> None:
+    """Poll until 127.0.0.1:`port` accepts a TCP connection (closed at once, before any
+    request, so nothing is proxied or counted); fail if the process exits first."""
+
+    def accepts() -> bool:
+        if process.popen.poll() is not None:
+            raise AssertionError(
+                f"exited early with {process.popen.returncode}:\n{process.output()}"
+            )
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=2).close()
+        except OSError:
+            return False
+        return True
+
+    wait_for(accepts, timeout, f"a listener on 127.0.0.1:{port}")
+
+
 class Proxy(Process):
     """mitmdump (or mitmweb) with the addon, in reverse mode in front of `upstream`.
 
     `redis_url` None leaves counter_redis_url unset (so REDIS_URL or the default applies).
     `upstream`'s scheme picks what it listens on, as in mitmproxy: `http3://` (and `quic://`)
     UDP only, `https://` TCP and UDP (HTTP/3), `http://` TCP only.
+    `listeners`: further `--mode` specs with their own ports, as for `proxy_command`; waiting
+    for the first listener does not wait for those (`wait_listening` does).
     """
 
     def __init__(
@@ -142,6 +174,7 @@ class Proxy(Process):
         tool: str = "mitmdump",
         env: dict[str, str] | None = None,
         script: Path = SCRIPT,
+        listeners: Sequence[str] = (),
     ) -> None:
         self.transport = ProxyMode.parse(f"reverse:{upstream}").transport_protocol
         self.port = free_port(self.transport)
@@ -152,7 +185,9 @@ class Proxy(Process):
         self.confdir = directory.parent / "confdir"
         # mitmproxy makes its CA here at start-up: clients that open with TLS trust this file.
         self.ca_cert = self.confdir / "mitmproxy-ca-cert.pem"
-        command = proxy_command(tool, upstream, self.port, self.confdir, *args, script=script)
+        command = proxy_command(
+            tool, upstream, self.port, self.confdir, *args, script=script, listeners=listeners
+        )
         super().__init__(command, directory / f"{tool}-{self.port}.log", env=env)
 
     def wait_ready(self, timeout: float = 30.0) -> None:

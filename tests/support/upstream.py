@@ -10,11 +10,14 @@ kept) and the body's length and sha256.
   no FIN) or a plain close.
 /slow?delay=S[&size=N]: waits S seconds, or until the client goes away, then N bytes.
 /trickle?size=N&pieces=K&interval=S[&chunked=1]: N bytes in K pieces, S seconds apart.
+/ws with a WebSocket upgrade (RFC 6455, no extensions): a 101, then every message echoed back
+  as it came (text or binary, in order), pings answered, the close handshake returned.
 Bodies are the PATTERN's bytes; waits are capped at MAX_WAIT.
 """
 
 from __future__ import annotations
 
+import base64
 import hashlib
 import json
 import os
@@ -27,12 +30,17 @@ import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from urllib.parse import parse_qs, urlsplit
 
+from wsproto.connection import SERVER, Connection, ConnectionState
+from wsproto.events import BytesMessage, CloseConnection, Ping, TextMessage
+
 CHUNK = 64 * 1024
 PATTERN = bytes(range(256)) * (CHUNK // 256)
 # /fault's chunked body ends this many bytes into a chunk announced as CHUNK bytes.
 FAULT_PARTIAL = 1000
 # No endpoint keeps a thread waiting longer than this, whatever it is asked.
 MAX_WAIT = 120.0
+# RFC 6455, section 1.3: appended to the client's key to prove the server read the handshake.
+WS_GUID = b"258EAFA5-E914-47DA-95CA-C5AB0DC85B11"
 
 
 def is_pattern(data: bytes) -> bool:
@@ -89,6 +97,9 @@ class Handler(BaseHTTPRequestHandler):
     def _handle(self) -> None:
         size, sha = self._read_body()
         url = urlsplit(self.path)
+        if url.path == "/ws" and self.headers.get("Upgrade", "").lower() == "websocket":
+            self._websocket()
+            return
         if url.path == "/download":
             self._download(parse_qs(url.query))
             return
@@ -127,6 +138,41 @@ class Handler(BaseHTTPRequestHandler):
         self.send_header("Content-Length", str(len(echo)))
         self.end_headers()
         self.wfile.write(echo)
+
+    def _websocket(self) -> None:
+        """Accept the upgrade, then echo every message until the client closes."""
+        key = self.headers.get("Sec-WebSocket-Key", "")
+        self.close_connection = True
+        if self.headers.get("Sec-WebSocket-Version") != "13" or not key:
+            self.send_error(400, "not a WebSocket version 13 handshake")
+            return
+        accept = base64.b64encode(hashlib.sha1(key.encode() + WS_GUID).digest()).decode()
+        self.send_response(101)
+        self.send_header("Upgrade", "websocket")
+        self.send_header("Connection", "Upgrade")
+        self.send_header("Sec-WebSocket-Accept", accept)
+        self.end_headers()
+        ws = Connection(SERVER)
+        while ws.state is not ConnectionState.CLOSED:
+            # read1: what the request's buffered reader already holds, else one recv.
+            try:
+                data = self.rfile.read1(CHUNK)
+            except OSError:
+                data = b""
+            ws.receive_data(data or None)
+            out = bytearray()
+            for event in ws.events():
+                if isinstance(event, TextMessage | BytesMessage):
+                    # Each piece goes back as it came: messages keep their boundaries.
+                    out += ws.send(event)
+                elif isinstance(event, Ping):
+                    out += ws.send(event.response())
+                elif isinstance(event, CloseConnection) and data:
+                    out += ws.send(event.response())
+            if out:
+                self.wfile.write(bytes(out))
+            if not data:
+                break
 
     def _begin_body(self, length: int, chunked: bool) -> None:
         """A 200 head for a binary body of `length` bytes, or chunked."""
