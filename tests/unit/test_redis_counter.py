@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import Iterator
-from pathlib import Path
 
 import pytest
 import redis
@@ -20,7 +19,7 @@ from counting_addon.redis_counter import (
     RedisCounter,
     client_options,
 )
-from tests.support.processes import free_port, start_redis, wait_for
+from tests.support.processes import free_port, wait_for
 from tests.support.redis_admin import script_calls
 from tests.support.relay import Relay
 
@@ -167,16 +166,9 @@ async def test_a_lost_reply_is_resent_and_counted_once(
 
 
 async def test_counts_wait_while_redis_is_down_and_land_when_it_is_back(
-    tmp_path: Path,
+    counts_pending: tuple[EmbeddedRedis, RedisCounter],
 ) -> None:
-    server = start_redis(tmp_path)
-    counter = RedisCounter(server.url, "counter")
-    counter.add()
-    async with asyncio.timeout(10):
-        assert await counter.read() == 1
-    server.stop()
-    for _ in range(4):
-        counter.add()
+    server, counter = counts_pending
     with pytest.raises(TimeoutError):
         async with asyncio.timeout(1.0):
             await counter.read()
@@ -187,7 +179,6 @@ async def test_counts_wait_while_redis_is_down_and_land_when_it_is_back(
         assert await counter.read() == 5
     assert counter.problem is None
     assert await counter.close(1.0) == 0
-    server.stop()
 
 
 async def test_a_reader_writes_the_counts_itself(redis_url: str, redis_client: redis.Redis) -> None:

@@ -20,6 +20,7 @@ from mitmproxy.test import taddons
 
 from counting_addon import CountingProxy, redis_counter
 from counting_addon.counting import CLOSE_TIMEOUT, RETIRE_BOUND
+from counting_addon.embedded_redis import EmbeddedRedis
 from counting_addon.redis_counter import Phase, RedisCounter, close_all
 from tests.support.processes import free_port, start_redis, wait_for
 
@@ -37,17 +38,10 @@ def lines_with(caplog: pytest.LogCaptureFixture, text: str) -> list[str]:
 
 
 async def test_a_retired_counter_writes_its_counts_once_redis_is_back(
-    tmp_path: Path, caplog: pytest.LogCaptureFixture
+    counts_pending: tuple[EmbeddedRedis, RedisCounter], caplog: pytest.LogCaptureFixture
 ) -> None:
     caplog.set_level(logging.INFO)
-    server = start_redis(tmp_path)
-    counter = RedisCounter(server.url, "counter")
-    counter.add()
-    async with asyncio.timeout(10):
-        assert await counter.read() == 1
-    server.stop()
-    for _ in range(4):
-        counter.add()
+    server, counter = counts_pending
     counter.retire(RETIRE_BOUND)
     assert counter in redis_counter._running
     server.start()  # same port, same data directory
@@ -58,7 +52,6 @@ async def test_a_retired_counter_writes_its_counts_once_redis_is_back(
     assert lines_with(caplog, "4 counts for key 'counter'"), caplog.text
     assert len(lines_with(caplog, WRITTEN)) == 1, caplog.text
     assert not lines_with(caplog, LOST), caplog.text
-    server.stop()
 
 
 async def test_a_retired_counter_gives_up_after_its_bound_saying_so_once(
