@@ -1,5 +1,6 @@
 """scripts/bench: counting_addon side by side with bare mitmdump, a naive addon, the predecessor
-and nginx, on loopback. Writes docs/benchmarks/results.md, results.json and results.png.
+and nginx, on loopback, over HTTP/1.1 (wrk), then bare and counting_addon over HTTP/2 with TLS
+(h2load). Writes docs/benchmarks/results.md, results.json and results.png.
 
 Rounds are interleaved (every variant once per round, the order rotating) and medians are
 reported, because a shared 2-core machine is noisy.
@@ -14,13 +15,14 @@ import os
 import platform
 import re
 import shutil
+import statistics
 import subprocess
 import sys
 import tempfile
 import threading
 import time
 import urllib.request
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -30,10 +32,11 @@ import redis
 from benchmarks.profile import profile
 from counting_addon.embedded_redis import EmbeddedRedis, stop_process
 
-# The tests' helpers for ports and /proc, one copy of each: they need nothing the bench's own
-# install lacks.
+# The tests' helpers for ports, /proc and certificates, one copy of each: they need nothing
+# the bench's own install lacks.
 from tests.support.processes import free_port
 from tests.support.procfs import KiB, MiB, cpu_seconds, status_bytes
+from tests.support.tls import issue_server_cert, make_ca
 
 ROOT = Path(__file__).resolve().parent.parent
 BIN = Path(sys.executable).parent
@@ -87,9 +90,14 @@ class Variant:
     def url(self) -> str:
         return f"http://127.0.0.1:{self.port}"
 
+    @property
+    def pid(self) -> int:
+        assert self.process is not None
+        return self.process.pid
+
     def start(self, logdir: Path) -> None:
         log(f"starting {self.name}")
-        out = open(logdir / f"{self.name}.log", "wb")
+        out = open(logdir / f"{self.name}.{self.port}.log", "wb")
         self.process = subprocess.Popen(
             self.command,
             stdout=out,
@@ -106,12 +114,16 @@ class Variant:
 
 
 @dataclass
-class WrkResult:
+class LoadResult:
+    """One wrk or h2load run."""
+
     rps: float
     p50_ms: float
     p99_ms: float
     requests: int
     errors: int
+    # The proxy's CPU time over the measured part of the run, when the load measured it itself.
+    proxy_cpu_s: float | None = None
 
 
 UNITS = {"us": 0.001, "ms": 1.0, "s": 1000.0, "m": 60000.0}
@@ -124,7 +136,7 @@ def parse_latency(text: str) -> float:
     return float(m.group(1)) * UNITS[m.group(2)]
 
 
-def wrk(url: str, connections: int, seconds: int) -> WrkResult:
+def wrk(url: str, connections: int, seconds: int) -> LoadResult:
     out = subprocess.run(
         ["wrk", "-t1", f"-c{connections}", f"-d{seconds}s", "--latency", url],
         capture_output=True,
@@ -136,13 +148,69 @@ def wrk(url: str, connections: int, seconds: int) -> WrkResult:
     requests = int(re.search(r"(\d+) requests in", out).group(1))  # type: ignore[union-attr]
     errors = sum(int(n) for n in re.findall(r"(?:connect|read|write|timeout) (\d+)", out))
     non2xx = re.search(r"Non-2xx or 3xx responses: (\d+)", out)
-    return WrkResult(
+    return LoadResult(
         rps=float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1)),  # type: ignore[union-attr]
         p50_ms=parse_latency(percentiles["50"]),
         p99_ms=parse_latency(percentiles["99"]),
         requests=requests,
         errors=errors + (int(non2xx.group(1)) if non2xx else 0),
     )
+
+
+def parse_h2load(out: str, request_log: str) -> LoadResult:
+    """h2load's summary, and its --log-file: one line per measured request, its start (µs since
+    the epoch), status and duration in µs, for the percentiles (the summary has only min, max,
+    mean and sd) and the statuses (the summary's may count a response that began in the
+    warm-up)."""
+    requests = [line.split() for line in request_log.splitlines() if line]
+    durations_us = [int(duration) for _, _, duration in requests]
+    not_2xx = sum(1 for _, status, _ in requests if not status.startswith("2"))
+    if "Application protocol: h2" not in out:
+        raise RuntimeError(f"h2load did not speak h2:\n{out}")
+    rps = re.search(r"finished in \S+, ([\d.]+) req/s", out)
+    counts = re.search(
+        r"requests: \d+ total, \d+ started, (\d+) done, \d+ succeeded, (\d+) failed", out
+    )
+    if rps is None or counts is None or len(durations_us) < 2:
+        raise RuntimeError(f"unexpected h2load output:\n{out}")
+    done, failed = (int(n) for n in counts.groups())
+    cuts = statistics.quantiles(durations_us, n=100)
+    return LoadResult(
+        rps=float(rps.group(1)),
+        p50_ms=cuts[49] / 1000,
+        p99_ms=cuts[98] / 1000,
+        requests=done,
+        errors=max(failed, not_2xx),
+    )
+
+
+def h2load(
+    v: Variant, connections: int, streams: int, seconds: int, warm_up: int, workdir: Path
+) -> LoadResult:
+    """`connections` TLS connections speaking h2 (by ALPN), up to `streams` requests in flight on
+    each, for `warm_up` seconds not measured (the connections' TLS and, for an h2 upstream, the
+    proxy's upstream connections set up) then `seconds` measured; requests still in flight at the
+    end are not counted. h2load checks no certificate."""
+    log_file = workdir / "h2load-requests.log"  # the measured requests only
+    log_file.unlink(missing_ok=True)  # h2load appends
+    command = [
+        "h2load", f"-c{connections}", f"-m{streams}", f"-D{seconds}",
+        f"--warm-up-time={warm_up}", f"--log-file={log_file}", f"https://127.0.0.1:{v.port}/",
+    ]  # fmt: skip
+    with subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) as h:
+        time.sleep(warm_up)
+        cpu_before = cpu_seconds(v.pid)
+        try:
+            out, err = h.communicate(timeout=seconds + 60)
+        except subprocess.TimeoutExpired:
+            h.kill()
+            raise
+        cpu = cpu_seconds(v.pid) - cpu_before
+    if h.returncode:
+        raise RuntimeError(f"h2load exited with {h.returncode}:\n{out}\n{err}")
+    result = parse_h2load(out, log_file.read_text())
+    result.proxy_cpu_s = cpu
+    return result
 
 
 class LatencySampler:
@@ -184,18 +252,29 @@ class Bench:
         self.workdir = workdir
         self.origin_port = free_port()
         self.nginx_proxy_port = free_port()
+        self.origin_tls_port = free_port()  # the same origin over TLS, speaking h2 by ALPN
+        self.tls = workdir / "tls"
         self.redis = EmbeddedRedis(free_port(), workdir / "redis", "--appendonly", "no")
         self.redis_url = self.redis.url
-        self.results: dict[str, object] = {"wrk": [], "pairs": [], "transfers": []}
+        self.results: dict[str, object] = {
+            "wrk": [],
+            "pairs": [],
+            "transfers": [],
+            "h2": [],
+            "h2_pairs": [],
+            "h2_memory": [],
+        }
         origin = f"http://127.0.0.1:{self.origin_port}"
         mitmdump = [str(BIN / "mitmdump"), "-q", "--listen-host", "127.0.0.1"]
         confdir = ["--set", f"confdir={workdir / 'confdir'}"]
         addon = ["-s", str(ROOT / "counting_addon" / "addon.py")]
         self.variants: list[Variant] = []
 
-        def variant(name: str, description: str, *extra: str, counts: bool = True) -> Variant:
+        def variant(
+            name: str, description: str, *extra: str, counts: bool = True, upstream: str = origin
+        ) -> Variant:
             v = Variant(name, description, [], counts=counts)
-            v.command = [*mitmdump, "-p", str(v.port), "--mode", f"reverse:{origin}", *confdir]
+            v.command = [*mitmdump, "-p", str(v.port), "--mode", f"reverse:{upstream}", *confdir]
             v.command += list(extra)
             return v
 
@@ -253,6 +332,16 @@ class Bench:
             "warning",
         ]
         self.variants.append(predecessor)
+        # The HTTP/2 phase with an h2 upstream: the same three, toward the origin's TLS port,
+        # trusting the bench's own CA. Started for that phase only.
+        tls_origin = f"https://127.0.0.1:{self.origin_tls_port}"
+        trust = ("--set", f"ssl_verify_upstream_trusted_ca={self.tls / 'bench-CA.pem'}")
+        ours = (*addon, "--set", f"counter_redis_url={self.redis_url}")
+        self.h2_upstream_trio = (
+            variant("bare", "", *trust, counts=False, upstream=tls_origin),
+            variant("bare_again", "", *trust, counts=False, upstream=tls_origin),
+            variant("counting_addon", "", *ours, *trust, upstream=tls_origin),
+        )
         nginx = Variant("nginx", "nginx reverse proxy (the far limit)", [], mitmproxy=False)
         nginx.port = self.nginx_proxy_port
         nginx.counts = False
@@ -274,6 +363,12 @@ class Bench:
         conf = conf.replace("@DIR@", str(directory))
         conf = conf.replace("@ORIGIN_PORT@", str(self.origin_port))
         conf = conf.replace("@PROXY_PORT@", str(self.nginx_proxy_port))
+        # The TLS origin's certificate, for 127.0.0.1, from a CA the h2-upstream proxies trust.
+        ca = make_ca(self.tls, "bench CA")
+        identity = issue_server_cert(ca, self.tls, "origin")
+        conf = conf.replace("@ORIGIN_TLS_PORT@", str(self.origin_tls_port))
+        conf = conf.replace("@TLS_CERT@", str(identity.cert_file))
+        conf = conf.replace("@TLS_KEY@", str(identity.key_file))
         (directory / "nginx.conf").write_text(conf)
         nginx = shutil.which("nginx") or "/usr/sbin/nginx"
         out = open(directory / "stdout.log", "wb")
@@ -330,36 +425,108 @@ class Bench:
                     f"p99 {result.p99_ms:6.2f} ms  errors {result.errors}"
                 )
 
+    def pair_up(
+        self,
+        setting: dict[str, object],
+        trio: tuple[Variant, Variant, Variant],
+        load: Callable[[Variant], LoadResult],
+        pairs: int,
+        into: str,
+        runs_into: str | None = None,
+    ) -> None:
+        """bare against counting_addon and against a second bare (trio: bare, the control,
+        counting_addon), back to back, `pairs` times under one `setting` of the `load`: the
+        machine's drift cancels out of each pair's ratio. The ratios go to results[into], each
+        run's own figures to results[runs_into] if given."""
+        bare, control, ours = trio
+        label = " ".join(f"{k}={v}" for k, v in setting.items())
+        for i in range(pairs):
+            for other in (control, ours):
+                measured: dict[str, tuple[LoadResult, float]] = {}
+                for v in (bare, other) if i % 2 == 0 else (other, bare):
+                    assert v.process is not None
+                    cpu_before = cpu_seconds(v.process.pid)
+                    result = load(v)
+                    cpu = cpu_seconds(v.process.pid) - cpu_before
+                    if result.proxy_cpu_s is not None:  # over the measured part alone
+                        cpu = result.proxy_cpu_s
+                    if not result.requests:
+                        raise RuntimeError(f"{v.name} {label}: no request done")
+                    measured[v.name] = (result, cpu / result.requests * 1e6)
+                    if runs_into is not None:
+                        run = {"variant": v.name, **setting, "pair": i, **result.__dict__}
+                        del run["proxy_cpu_s"]
+                        run["cpu_us_per_request"] = measured[v.name][1]
+                        self.results[runs_into].append(run)  # type: ignore[attr-defined]
+                (b, b_cpu), (o, o_cpu) = measured[bare.name], measured[other.name]
+                entry = {
+                    "variant": other.name,
+                    **setting,
+                    "pair": i,
+                    "rps": o.rps / b.rps,
+                    "p50": o.p50_ms / b.p50_ms,
+                    "p99": o.p99_ms / b.p99_ms,
+                    "cpu_per_request": o_cpu / b_cpu,
+                }
+                self.results[into].append(entry)  # type: ignore[attr-defined]
+                log(
+                    f"pair {i + 1:>2} {label} {other.name + '/bare':<20} "
+                    f"req/s {entry['rps']:.2f}  p50 {entry['p50']:.2f}  "
+                    f"p99 {entry['p99']:.2f}  CPU/request {entry['cpu_per_request']:.2f}"
+                    + (f"  errors {b.errors}/{o.errors}" if b.errors or o.errors else "")
+                )
+
     def paired_runs(self) -> None:
-        """bare against counting_addon and against a second bare, back to back, again and
-        again: the machine's drift cancels out of each pair's ratio."""
-        bare, ours = self.variants[0], self.variants[1]
+        trio = (self.variants[0], self.control, self.variants[1])
         for connections in self.args.connections:
-            for i in range(self.args.pairs):
-                for other in (self.control, ours):
-                    measured: dict[str, tuple[WrkResult, float]] = {}
-                    for v in (bare, other) if i % 2 == 0 else (other, bare):
-                        assert v.process is not None
-                        cpu_before = cpu_seconds(v.process.pid)
-                        result = wrk(f"{v.url}/", connections, self.args.pair_seconds)
-                        cpu = cpu_seconds(v.process.pid) - cpu_before
-                        measured[v.name] = (result, cpu / result.requests * 1e6)
-                    (b, b_cpu), (o, o_cpu) = measured[bare.name], measured[other.name]
-                    entry = {
-                        "variant": other.name,
-                        "connections": connections,
-                        "pair": i,
-                        "rps": o.rps / b.rps,
-                        "p50": o.p50_ms / b.p50_ms,
-                        "p99": o.p99_ms / b.p99_ms,
-                        "cpu_per_request": o_cpu / b_cpu,
-                    }
-                    self.results["pairs"].append(entry)  # type: ignore[attr-defined]
-                    log(
-                        f"pair {i + 1:>2} c={connections:<3} {other.name + '/bare':<20} "
-                        f"req/s {entry['rps']:.2f}  p50 {entry['p50']:.2f}  "
-                        f"p99 {entry['p99']:.2f}  CPU/request {entry['cpu_per_request']:.2f}"
-                    )
+
+            def load(v: Variant, connections: int = connections) -> LoadResult:
+                return wrk(f"{v.url}/", connections, self.args.pair_seconds)
+
+            self.pair_up({"connections": connections}, trio, load, self.args.pairs, "pairs")
+
+    def h2_phase(self) -> None:
+        """HTTP/2 over TLS with h2load, paired like the HTTP/1.1 runs, toward the HTTP/1.1
+        origin (mitmproxy then opens an upstream connection per stream) and, if asked, toward
+        the origin's h2 port (one upstream connection per client connection, multiplexed).
+        Each proxy's RSS before and after the whole phase."""
+        trios = {
+            "http/1.1": ("http1", (self.variants[0], self.control, self.variants[1])),
+            "h2": ("h2", self.h2_upstream_trio),
+        }
+        for upstream, (option, trio) in trios.items():
+            if option not in self.args.h2_upstreams:
+                continue
+            if trio is self.h2_upstream_trio:
+                log("bare, the control and counting_addon toward nginx's h2 port")
+                for v in trio:
+                    v.start(self.workdir)
+            for v in trio:  # every setting once, unmeasured, before the baseline of memory
+                for connections, streams in self.args.h2_loads:
+                    h2load(v, connections, streams, 1, 0, self.workdir)
+            before = {v.port: status_bytes(v.pid, "VmRSS") for v in trio}
+            for connections, streams in self.args.h2_loads:
+
+                def load(v: Variant, c: int = connections, m: int = streams) -> LoadResult:
+                    args = self.args
+                    return h2load(v, c, m, args.h2_seconds, args.h2_warm_up, self.workdir)
+
+                setting = {"upstream": upstream, "connections": connections, "streams": streams}
+                self.pair_up(setting, trio, load, self.args.h2_pairs, "h2_pairs", "h2")
+            for v in trio:
+                entry = {
+                    "variant": v.name,
+                    "upstream": upstream,
+                    "rss_before_mib": before[v.port] / MiB,
+                    "rss_after_mib": status_bytes(v.pid, "VmRSS") / MiB,
+                    "peak_rss_mib": status_bytes(v.pid, "VmHWM") / MiB,
+                }
+                self.results["h2_memory"].append(entry)  # type: ignore[attr-defined]
+                log(
+                    f"h2 upstream={upstream} {v.name:<16} RSS {entry['rss_before_mib']:.1f} -> "
+                    f"{entry['rss_after_mib']:.1f} MiB over the phase, "
+                    f"peak {entry['peak_rss_mib']:.1f} MiB"
+                )
 
     @contextmanager
     def rss_growth(self, pid: int) -> Iterator[list[int]]:
@@ -421,47 +588,63 @@ class Bench:
             f"RSS growth {entry['rss_growth_mib']:6.1f} MiB"
         )
 
+    def http1_phase(self) -> None:
+        log("warming up")
+        for v in self.variants:
+            wrk(f"{v.url}/", 16, 1)
+        for r in range(self.args.rounds):
+            log(f"load round {r + 1} of {self.args.rounds}")
+            self.load_round(r)
+        if self.args.pairs:
+            log(f"{self.args.pairs} paired runs per connection count")
+            self.paired_runs()
+        if self.args.profile:
+            log(f"profiling counting_addon for {self.args.profile} s (twice: data, flame graph)")
+            ours = next(v for v in self.variants if v.name == "counting_addon")
+            load = ["wrk", "-t1", "-c16", f"-d{self.args.profile}s", f"{ours.url}/"]
+            profile(ours.pid, load, self.args.out, self.args.profile)
+        if self.args.transfer_bytes:
+            for r in range(self.args.transfer_rounds):
+                log(f"transfer round {r + 1} of {self.args.transfer_rounds}")
+                for v in self.variants:
+                    if v.mitmproxy:
+                        self.transfer(v, "download")
+                        self.transfer(v, "upload")
+
     def run(self) -> None:
         log(f"work directory {self.workdir}")
         if PROXY_CPUS is not None:
             others = set(range(os.cpu_count() or 1)) - PROXY_CPUS
-            os.sched_setaffinity(0, others)  # inherited by wrk, nginx, Redis and curl
+            os.sched_setaffinity(0, others)  # inherited by wrk, h2load, nginx, Redis and curl
             log(f"proxies on CPU {sorted(PROXY_CPUS)}, everything else on {sorted(others)}")
         self.redis.start()
         self.start_nginx()
         try:
-            for v in [*self.variants[:-1], self.control]:
-                v.start(self.workdir)
-            log("warming up")
-            for v in self.variants:
-                wrk(f"{v.url}/", 16, 1)
-            for r in range(self.args.rounds):
-                log(f"load round {r + 1} of {self.args.rounds}")
-                self.load_round(r)
-            if self.args.pairs:
-                log(f"{self.args.pairs} paired runs per connection count")
-                self.paired_runs()
-            if self.args.profile:
-                log(
-                    f"profiling counting_addon for {self.args.profile} s (twice: data, flame graph)"
-                )
-                ours = next(v for v in self.variants if v.name == "counting_addon")
-                assert ours.process is not None
-                load = ["wrk", "-t1", "-c16", f"-d{self.args.profile}s", f"{ours.url}/"]
-                profile(ours.process.pid, load, self.args.out, self.args.profile)
-            if self.args.transfer_bytes:
-                for r in range(self.args.transfer_rounds):
-                    log(f"transfer round {r + 1} of {self.args.transfer_rounds}")
-                    for v in self.variants:
-                        if v.mitmproxy:
-                            self.transfer(v, "download")
-                            self.transfer(v, "upload")
+            if self.args.h2_only:  # the HTTP/2 phase's bare and counting_addon, and the control
+                for v in [*self.variants[:2], self.control]:
+                    v.start(self.workdir)
+            else:
+                for v in [*self.variants[:-1], self.control]:
+                    v.start(self.workdir)
+                self.http1_phase()
+            if self.args.h2_pairs:
+                log(f"HTTP/2: {self.args.h2_pairs} paired h2load runs per load and upstream")
+                self.h2_phase()
         finally:
-            for v in [*self.variants[:-1], self.control]:
+            for v in [*self.variants[:-1], self.control, *self.h2_upstream_trio]:
                 v.stop()
             if self.nginx_process:
                 stop_process(self.nginx_process, 15)
             self.redis.stop()
+
+
+def h2_load(text: str) -> tuple[int, int]:
+    """--h2-loads' CxM, e.g. 4x10."""
+    connections, _, streams = text.partition("x")
+    try:
+        return int(connections), int(streams)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not CxM (e.g. 4x10): {text!r}") from None
 
 
 def main() -> None:
@@ -474,6 +657,33 @@ def main() -> None:
     parser.add_argument("--transfer-bytes", type=int, default=GIB, help="0 skips transfers")
     parser.add_argument("--transfer-rounds", type=int, default=2)
     parser.add_argument("--profile", type=int, default=10, help="seconds of py-spy; 0 skips")
+    parser.add_argument(
+        "--h2-pairs", type=int, default=10, help="HTTP/2 bare/counting_addon pairs; 0 skips HTTP/2"
+    )
+    parser.add_argument("--h2-seconds", type=int, default=2, help="seconds measured per h2load run")
+    parser.add_argument(
+        "--h2-warm-up", type=int, default=1, help="seconds unmeasured before each h2load run"
+    )
+    parser.add_argument(
+        "--h2-loads",
+        type=h2_load,
+        nargs="+",
+        default=[(4, 10), (2, 100)],
+        metavar="CxM",
+        help="h2load settings: C connections, M streams in flight on each (default: 4x10 2x100)",
+    )
+    parser.add_argument(
+        "--h2-upstreams",
+        nargs="+",
+        choices=["http1", "h2"],
+        default=["http1", "h2"],
+        help="the proxies' upstream in the HTTP/2 phase: nginx over HTTP/1.1, over TLS with h2",
+    )
+    parser.add_argument(
+        "--h2-only",
+        action="store_true",
+        help="skip the HTTP/1.1 phase (wrk, transfers, profile); its report replaces --out's",
+    )
     parser.add_argument("--out", type=Path, default=OUT)
     args = parser.parse_args()
     args.out.mkdir(parents=True, exist_ok=True)

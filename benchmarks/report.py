@@ -41,12 +41,15 @@ PAIR_FIELDS = ("rps", "p50", "p99", "cpu_per_request")
 Quartiles = tuple[float, float, float]
 
 
-def paired(rows: list[dict[str, Any]]) -> dict[tuple[str, int], dict[str, Quartiles]]:
-    """Per variant and connection count: quartiles of each ratio over the pairs."""
-    groups: dict[tuple[str, int], list[dict[str, Any]]] = defaultdict(list)
+def paired(
+    rows: list[dict[str, Any]], keys: tuple[str, ...] = ("variant", "connections")
+) -> dict[tuple[Any, ...], dict[str, Quartiles]]:
+    """Per combination of `keys` (variant and connection count): quartiles of each ratio over
+    the pairs."""
+    groups: dict[tuple[Any, ...], list[dict[str, Any]]] = defaultdict(list)
     for row in rows:
-        groups[(row["variant"], row["connections"])].append(row)
-    out: dict[tuple[str, int], dict[str, Quartiles]] = {}
+        groups[tuple(row[k] for k in keys)].append(row)
+    out: dict[tuple[Any, ...], dict[str, Quartiles]] = {}
     for group, members in sorted(groups.items()):
         out[group] = {}
         for f in PAIR_FIELDS:
@@ -54,6 +57,18 @@ def paired(rows: list[dict[str, Any]]) -> dict[tuple[str, int], dict[str, Quarti
             q1, q2, q3 = statistics.quantiles(values, n=4) if len(values) > 1 else values * 3
             out[group][f] = (q1, q2, q3)
     return out
+
+
+def spread_cells(spread: dict[str, Quartiles]) -> str:
+    """A paired table's cells: each ratio's median and, in brackets, its middle half."""
+    return " | ".join(
+        f"{spread[f][1]:.3f} ({spread[f][0]:.2f}-{spread[f][2]:.2f})" for f in PAIR_FIELDS
+    )
+
+
+H2_KEYS = ("variant", "upstream", "connections", "streams")
+# counting_addon's RSS may grow over the HTTP/2 phase by at most this much more than bare's.
+H2_RSS_MARGIN_MIB = 8.0
 
 
 def ratio(a: float, b: float) -> str:
@@ -74,6 +89,9 @@ def write_report(results: Results, out: Path) -> None:
             load[group][f"{field[:-3]}_p50_ms"] = median
     variants = list(meta["variants"])
     connections = sorted({c for _, c in load})
+    h2 = results.get("h2", [])
+    # --h2-only: no HTTP/1.1 load, only the variants the HTTP/2 phase ran.
+    shown = {n: w for n, w in meta["variants"].items() if load or n in {r["variant"] for r in h2}}
     lines = [
         "# Benchmarks",
         "",
@@ -86,20 +104,31 @@ def write_report(results: Results, out: Path) -> None:
         )
         + ". Everything on loopback: nginx as the origin (a small "
         "`200 ok` for the load, a 1 GiB file and a PUT sink for the transfers), one Redis, "
-        "`wrk -t1` as the load. Rounds interleaved (every variant once per round, order "
-        "rotating); figures are medians over "
-        f"{meta['args']['rounds']} rounds of {meta['args']['seconds']} s.",
+        + (
+            "`wrk -t1` as the HTTP/1.1 load, h2load as the HTTP/2 one. "
+            if h2
+            else "`wrk -t1` as the load. "
+        )
+        + (
+            "Rounds interleaved (every variant once per round, order rotating); figures are "
+            f"medians over {meta['args']['rounds']} rounds of {meta['args']['seconds']} s."
+            if load
+            else "No HTTP/1.1 load this time (`--h2-only`)."
+        ),
         "",
         "| variant | what |",
         "| --- | --- |",
-        *(f"| {name} | {what} |" for name, what in meta["variants"].items()),
+        *(f"| {name} | {what} |" for name, what in shown.items()),
         "",
-        "## Small GETs",
-        "",
-        "| variant | conns | req/s | vs bare | p50 ms | p99 ms | CPU µs/request "
-        "| Redis writes/request | /status p50 ms | proxied p50 ms | peak RSS MiB |",
-        "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |",
     ]
+    if load:
+        lines += [
+            "## Small GETs",
+            "",
+            "| variant | conns | req/s | vs bare | p50 ms | p99 ms | CPU µs/request "
+            "| Redis writes/request | /status p50 ms | proxied p50 ms | peak RSS MiB |",
+            "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |",
+        ]
     for c in connections:
         bare = load[("bare", c)]
         for name in variants:
@@ -115,18 +144,19 @@ def write_report(results: Results, out: Path) -> None:
                 f"| {m['status_p50_ms']:.2f} | {m['sampled_proxied_p50_ms']:.2f} "
                 f"| {m['peak_rss_mib']:.0f} |"
             )
-    lines += [
-        "",
-        "CPU µs/request: user + system time of the proxy process over the run, per request "
-        "(steadier than req/s on a shared machine). "
-        "Redis writes/request: the commands the proxy sends to count (INCR for naive and "
-        "predecessor, EVALSHA for counting_addon; `INFO commandstats`), per proxied request; "
-        "each EVALSHA runs GET, INCRBY and SET inside Redis. "
-        "/status and proxied p50: one keep-alive client sending a `GET /status` and a proxied "
-        "GET (in turns, which goes first) every half second while wrk runs; the median of "
-        "all rounds' samples (for bare and nginx /status is an ordinary proxied request).",
-        "",
-    ]
+    if load:
+        lines += [
+            "",
+            "CPU µs/request: user + system time of the proxy process over the run, per request "
+            "(steadier than req/s on a shared machine). "
+            "Redis writes/request: the commands the proxy sends to count (INCR for naive and "
+            "predecessor, EVALSHA for counting_addon; `INFO commandstats`), per proxied request; "
+            "each EVALSHA runs GET, INCRBY and SET inside Redis. "
+            "/status and proxied p50: one keep-alive client sending a `GET /status` and a proxied "
+            "GET (in turns, which goes first) every half second while wrk runs; the median of "
+            "all rounds' samples (for bare and nginx /status is an ordinary proxied request).",
+            "",
+        ]
     pairs = paired(results.get("pairs", []))
     if pairs:
         lines += [
@@ -143,10 +173,7 @@ def write_report(results: Results, out: Path) -> None:
             "| --- | --- | --- | --- | --- | --- |",
         ]
         for (name, c), spread in pairs.items():
-            cells = (
-                f"{spread[f][1]:.3f} ({spread[f][0]:.2f}-{spread[f][2]:.2f})" for f in PAIR_FIELDS
-            )
-            lines.append(f"| {name} | {c} | " + " | ".join(cells) + " |")
+            lines.append(f"| {name} | {c} | {spread_cells(spread)} |")
         lines.append("")
     transfers = medians(results["transfers"], ("variant", "direction"))
     if transfers:
@@ -167,10 +194,118 @@ def write_report(results: Results, out: Path) -> None:
                 f"| {u['mib_per_s']:.0f} | {u['rss_growth_mib']:.1f} |"
             )
         lines.append("")
-    lines += ["## Targets", "", *targets(load, pairs, transfers, connections), ""]
+    h2_runs = medians(h2, H2_KEYS)
+    h2_pairs = paired(results.get("h2_pairs", []), H2_KEYS)
+    h2_memory = {(m["variant"], m["upstream"]): m for m in results.get("h2_memory", [])}
+    if h2_runs:
+        lines += h2_section(meta, h2, h2_runs, h2_pairs, h2_memory)
+    lines += ["## Targets", "", *targets(load, pairs, transfers, connections)]
+    lines += [*h2_targets(h2_pairs, h2_memory), ""]
     lines += ["![requests per second](results.png)", ""]
     (out / "results.md").write_text("\n".join(lines))
-    plot(load, transfers, variants, connections, out / "results.png")
+    plot(load, transfers, variants, connections, h2_runs, out / "results.png")
+
+
+def h2_section(
+    meta: dict[str, Any],
+    h2: list[dict[str, Any]],
+    runs: dict[tuple[Any, ...], Any],
+    pairs: dict[tuple[Any, ...], dict[str, Quartiles]],
+    memory: dict[tuple[str, str], dict[str, Any]],
+) -> list[str]:
+    errors: dict[tuple[Any, ...], int] = defaultdict(int)
+    for row in h2:
+        errors[tuple(row[k] for k in H2_KEYS)] += row["errors"]
+    args = meta["args"]
+    lines = [
+        "## HTTP/2 over TLS (h2load)",
+        "",
+        "`h2load -c conns -m streams -D seconds` (h2 by ALPN, TLS 1.3, no certificate check) "
+        "against the same mitmdump reverse listeners, nginx as the upstream over HTTP/1.1 "
+        "(upstream http/1.1) and, for three more mitmdumps, over TLS with h2 (upstream h2; "
+        "nginx's certificate from the bench's own CA, which those proxies trust and verify). "
+        "conns: h2load's connections; streams: the requests in flight on each. As in the "
+        f"paired HTTP/1.1 runs, bare and counting_addon ran back to back {args['h2_pairs']} "
+        f"times per setting ({args['h2_seconds']} s measured each, after "
+        f"{args['h2_warm_up']} s unmeasured in which the connections are set up; which went "
+        "first alternating), and so did bare and the control, bare_again. Requests still in "
+        "flight when a run ends are not counted; p50 and p99 come from h2load's per-request "
+        "log, CPU from the proxy's user + system time over the measured seconds.",
+        "",
+        "With an HTTP/1.1 upstream mitmproxy opens a new upstream connection for every "
+        "HTTP/2 stream (it never reuses an HTTP/1 upstream connection for an h2 client), so "
+        "those rows measure mostly the connection set-up toward nginx, whatever the addon; "
+        "with an h2 upstream each client connection's streams share one upstream connection.",
+        "",
+        "Each run's own figures, the median over the runs (bare's from both kinds of pair); "
+        "errors: failed or non-2xx requests, all runs together.",
+        "",
+        "| upstream | conns | streams | variant | req/s | p50 ms | p99 ms | CPU µs/request "
+        "| errors |",
+        "| --- | --- | --- | --- | --- | --- | --- | --- | --- |",
+    ]
+    order = {"bare": 0, "counting_addon": 1, "bare_again": 2}
+    for key in sorted(runs, key=lambda k: (k[1], k[2], k[3], order.get(k[0], 3))):
+        name, upstream, c, m = key
+        r = runs[key]
+        lines.append(
+            f"| {upstream} | {c} | {m} | {name} | {r['rps']:.0f} | {r['p50_ms']:.1f} "
+            f"| {r['p99_ms']:.1f} | {r['cpu_us_per_request']:.0f} | {errors[key]} |"
+        )
+    lines += [
+        "",
+        "Against bare, paired: each pair's ratio variant / bare, their median and, in "
+        "brackets, the middle half of them.",
+        "",
+        "| variant | upstream | conns | streams | req/s | p50 latency | p99 latency "
+        "| CPU per request |",
+        "| --- | --- | --- | --- | --- | --- | --- | --- |",
+    ]
+    for (name, upstream, c, m), spread in sorted(pairs.items(), key=lambda kv: kv[0][1:]):
+        lines.append(f"| {name} | {upstream} | {c} | {m} | {spread_cells(spread)} |")
+    lines += [
+        "",
+        "Memory: each proxy's RSS after a short h2 warm-up and once all of that upstream's "
+        "HTTP/2 runs were done; peak: the process's high-water mark since it started.",
+        "",
+        "| variant | upstream | RSS before MiB | RSS after MiB | growth MiB | peak RSS MiB |",
+        "| --- | --- | --- | --- | --- | --- |",
+    ]
+    for (name, upstream), m in memory.items():
+        growth = m["rss_after_mib"] - m["rss_before_mib"]
+        lines.append(
+            f"| {name} | {upstream} | {m['rss_before_mib']:.1f} | {m['rss_after_mib']:.1f} "
+            f"| {growth:+.1f} | {m['peak_rss_mib']:.1f} |"
+        )
+    lines.append("")
+    return lines
+
+
+def h2_targets(
+    pairs: dict[tuple[Any, ...], dict[str, Quartiles]],
+    memory: dict[tuple[str, str], dict[str, Any]],
+) -> list[str]:
+    out = []
+    for (name, upstream, c, m), spread in sorted(pairs.items(), key=lambda kv: kv[0][1:]):
+        if name != "counting_addon":
+            continue
+        rps = spread["rps"][1]
+        out.append(
+            f"- HTTP/2, {upstream} upstream, c={c} m={m}: throughput {rps:.3f}x bare, median "
+            f"of paired ratios (target >= 0.97): {check(rps >= 0.97)}"
+        )
+    for (name, upstream), mine in memory.items():
+        if name != "counting_addon" or ("bare", upstream) not in memory:
+            continue
+        bare = memory[("bare", upstream)]
+        growth = mine["rss_after_mib"] - mine["rss_before_mib"]
+        bare_growth = bare["rss_after_mib"] - bare["rss_before_mib"]
+        out.append(
+            f"- HTTP/2, {upstream} upstream: RSS growth over the phase {growth:+.1f} MiB, "
+            f"bare's {bare_growth:+.1f} MiB (target: flat, within {H2_RSS_MARGIN_MIB:.0f} MiB "
+            f"of bare's): {check(growth <= max(bare_growth, 0) + H2_RSS_MARGIN_MIB)}"
+        )
+    return out
 
 
 def targets(
@@ -221,6 +356,7 @@ def plot(
     transfers: dict[tuple[Any, ...], Any],
     variants: list[str],
     connections: list[int],
+    h2: dict[tuple[Any, ...], Any],
     path: Path,
 ) -> None:
     import matplotlib
@@ -228,7 +364,7 @@ def plot(
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    panels = len(connections) + (1 if transfers else 0)
+    panels = len(connections) + (1 if transfers else 0) + (1 if h2 else 0)
     fig, axes = plt.subplots(1, panels, figsize=(5.5 * panels, 4.5), squeeze=False)
     for ax, c in zip(axes[0], connections, strict=False):
         names = [v for v in variants if (v, c) in load]
@@ -242,7 +378,7 @@ def plot(
         for y, value in enumerate(values):
             ax.text(value, y, f" {value:.0f}", va="center", fontsize=8)
     if transfers:
-        ax = axes[0][-1]
+        ax = axes[0][len(connections)]
         names = [v for v in variants if (v, "download") in transfers]
         ys = range(len(names))
         down = [transfers[(v, "download")]["mib_per_s"] for v in names]
@@ -253,6 +389,23 @@ def plot(
         ax.invert_yaxis()
         ax.set_title("1 GiB transfers")
         ax.set_xlabel("MiB/s (median)")
+        ax.legend(loc="lower right", fontsize=8)
+    if h2:
+        ax = axes[0][-1]
+        settings = sorted({k[1:] for k in h2})
+        ys = range(len(settings))
+        for offset, name, color in (
+            (-0.2, "bare", "tab:gray"),
+            (0.2, "counting_addon", "tab:orange"),
+        ):
+            values = [h2[(name, *s)]["rps"] if (name, *s) in h2 else 0 for s in settings]
+            ax.barh([y + offset for y in ys], values, height=0.4, label=name, color=color)
+            for y, value in zip(ys, values, strict=True):
+                ax.text(value, y + offset, f" {value:.0f}", va="center", fontsize=8)
+        ax.set_yticks(list(ys), [f"{u} upstream\n-c {c} -m {m}" for u, c, m in settings])
+        ax.invert_yaxis()
+        ax.set_title("HTTP/2 over TLS (h2load)")
+        ax.set_xlabel("requests/s (median)")
         ax.legend(loc="lower right", fontsize=8)
     fig.tight_layout()
     fig.savefig(path, dpi=100)
