@@ -90,9 +90,10 @@ class FrameUnknownLengthBodies:
         if flow.request.scheme == "http":  # mitmproxy speaks no cleartext HTTP/2 upstream
             chunk(flow)
             return
-        http1 = self.protocols.http1(upstream_of(flow))
+        upstream = upstream_of(flow)
+        http1 = self.protocols.http1(upstream)
         if http1 is None:
-            self.protocols.wait(upstream_of(flow), flow)
+            self.protocols.wait(upstream, flow)
         elif http1:
             chunk(flow)
 
@@ -110,8 +111,9 @@ class FrameUnknownLengthBodies:
         server = data.conn
         assert isinstance(server, connection.Server) and server.address
         upstream = (data.context.client.id, (server.address[0], server.address[1]))
-        for flow in self.protocols.settle(upstream, http1=server.alpn in HTTP1):
-            if server.alpn in HTTP1:
+        http1 = server.alpn in HTTP1
+        for flow in self.protocols.settle(upstream, http1):
+            if http1:
                 chunk(flow)
 
     def error(self, flow: http.HTTPFlow) -> None:
