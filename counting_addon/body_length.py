@@ -25,4 +25,4 @@ def framing(headers: http.Headers) -> tuple[bytes | None, bool]:
 def unknown_length(request: http.Request) -> bool:
     """An HTTP/2 or 3 request without Content-Length: it may have a body of unknown length,
     which, unlike in HTTP/1, carries no Transfer-Encoding either."""
-    return (request.is_http2 or request.is_http3) and "content-length" not in request.headers
+    return (request.is_http2 or request.is_http3) and framing(request.headers)[0] is None
