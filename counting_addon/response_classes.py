@@ -1,0 +1,37 @@
+"""Responses by the class of their status code, as HAProxy (hrsp_1xx..5xx) and Envoy count them."""
+
+from __future__ import annotations
+
+import enum
+from dataclasses import dataclass, field
+
+
+class CodeClass(enum.Enum):
+    C1XX = "1xx"
+    C2XX = "2xx"
+    C3XX = "3xx"
+    C4XX = "4xx"
+    C5XX = "5xx"
+
+
+# Indexed by the status code's first digit.
+_BY_DIGIT: tuple[CodeClass | None, ...] = (None, *CodeClass)
+
+
+def code_class(status_code: int) -> CodeClass | None:
+    """The class of a status code; None for one outside 100-599, which no class holds."""
+    if 100 <= status_code <= 599:
+        return _BY_DIGIT[status_code // 100]
+    return None
+
+
+def no_responses() -> dict[CodeClass, int]:
+    return dict.fromkeys(CodeClass, 0)
+
+
+@dataclass(frozen=True, slots=True)
+class Shared:
+    """What Redis holds for all the proxies sharing a key: requests, and responses by class."""
+
+    requests: int
+    responses: dict[CodeClass, int] = field(default_factory=no_responses)
