@@ -23,7 +23,7 @@ from __future__ import annotations
 from mitmproxy import connection, http, tls
 
 from counting_addon.body_length import unknown_length
-from counting_addon.status import is_status_flow
+from counting_addon.endpoints import is_endpoint_flow
 
 # Set on the flows that got the header from us, for the `request` hook to take it off again.
 CHUNKED_BY_US = "counting_addon.chunked"
@@ -83,7 +83,7 @@ class FrameUnknownLengthBodies:
 
     def requestheaders(self, flow: http.HTTPFlow) -> None:
         # HTTP/3 is only ever forwarded over HTTP/3, where frames delimit the body.
-        if flow.error or is_status_flow(flow) or flow.request.is_http3:
+        if flow.error or is_endpoint_flow(flow) or flow.request.is_http3:
             return
         if not unknown_length(flow.request):
             return

@@ -9,10 +9,10 @@ from typing import Any
 from mitmproxy import ctx, exceptions, http
 from mitmproxy.addonmanager import Loader
 
+from counting_addon.endpoints import is_endpoint_flow
 from counting_addon.option_errors import reported_cleanly
 from counting_addon.redis_counter import RedisCounter, close_all
 from counting_addon.redis_url import DEFAULT_URL, check_url, default_url, redact
-from counting_addon.status import is_status_flow
 
 logger = logging.getLogger(__name__)
 
@@ -84,7 +84,7 @@ class CountRequests:
 
     def requestheaders(self, flow: http.HTTPFlow) -> None:
         # A flow that arrives with an error was rejected by mitmproxy and never proxied.
-        if flow.error is None and not is_status_flow(flow) and not is_h2c_preface(flow):
+        if flow.error is None and not is_endpoint_flow(flow) and not is_h2c_preface(flow):
             assert self.counter, "configure() runs before any flow"
             self.counter.add()
 

@@ -19,6 +19,7 @@ from redis.backoff import NoBackoff
 from counting_addon.failures import Failure, classify, not_an_integer
 from counting_addon.ledger import Batch, Ledger
 from counting_addon.redis_url import redact, uses_tls
+from counting_addon.response_classes import Shared
 
 logger = logging.getLogger(__name__)
 
@@ -210,6 +211,15 @@ class RedisCounter:
             return int(raw or 0)
         except ValueError:
             raise CounterUnavailable(not_an_integer(self.key)) from None
+
+    async def read_shared(self) -> Shared:
+        """What Redis holds for every proxy sharing the key, once this process's counts are
+        written; CounterUnavailable if it can't be read. Waits as `read` does.
+
+        PLACEHOLDER of the endpoints branch: the request count alone, no response classes yet.
+        The data side of issue 12 replaces it with the counter and the classes in one trip.
+        """
+        return Shared(await self.read())
 
     def _start(self) -> None:
         if self._task is None:

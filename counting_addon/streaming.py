@@ -8,8 +8,8 @@ from mitmproxy.net.http.http1 import expected_http_body_size
 from mitmproxy.utils import human
 
 from counting_addon.body_length import framing, unknown_length
+from counting_addon.endpoints import is_endpoint_flow
 from counting_addon.option_errors import reported_cleanly
-from counting_addon.status import is_status_flow
 
 
 class StreamBodies:
@@ -55,7 +55,7 @@ class StreamBodies:
         return size is None or size < 0 or size > self.threshold
 
     def requestheaders(self, flow: http.HTTPFlow) -> None:
-        if is_status_flow(flow) or flow.error:
+        if is_endpoint_flow(flow) or flow.error:
             return
         if unknown_length(flow.request):
             # Streamed only if a body does follow: mitmproxy knows, an addon can't yet.

@@ -10,44 +10,11 @@ import redis
 from mitmproxy import exceptions, hooks, http
 from mitmproxy.addons.proxyserver import Proxyserver
 from mitmproxy.flow import Error
-from mitmproxy.proxy.mode_specs import ProxyMode
-from mitmproxy.test import taddons, tflow, tutils
+from mitmproxy.test import taddons, tutils
 
-from counting_addon import CountingProxy, StatusEndpoint, StreamBodies
+from counting_addon import CountingProxy, StreamBodies
+from tests.support.flows import REVERSE, all_hooks, flow, request_hook
 from tests.support.processes import free_port
-
-REVERSE = "reverse:http://127.0.0.1:1"
-
-
-def flow(
-    path: str = "/path",
-    method: str = "GET",
-    mode: str = REVERSE,
-    headers: tuple[tuple[bytes, bytes], ...] = (),
-    http_version: str = "HTTP/1.1",
-) -> http.HTTPFlow:
-    f = tflow.tflow(
-        req=tutils.treq(
-            path=path.encode(),
-            method=method.encode(),
-            headers=http.Headers(headers),
-            http_version=http_version.encode(),
-        )
-    )
-    f.client_conn.proxy_mode = ProxyMode.parse(mode)
-    return f
-
-
-async def request_hook(status: StatusEndpoint, f: http.HTTPFlow) -> None:
-    """As mitmproxy calls it: awaiting what it returns, if anything."""
-    if (answer := status.request(f)) is not None:
-        await answer
-
-
-def all_hooks(proxy: CountingProxy, f: http.HTTPFlow) -> None:
-    for addon in proxy.addons:
-        if hook := getattr(addon, "requestheaders", None):
-            hook(f)
 
 
 class TestOptions:
@@ -58,6 +25,8 @@ class TestOptions:
             assert tctx.options.counter_key == "counter"
             assert tctx.options.counter_status_path == "/status"
             assert tctx.options.counter_stream_threshold == "1m"
+            assert tctx.options.counter_metrics_path == "/metrics"
+            assert tctx.options.counter_allow_from == ""
 
     def test_redis_url_from_environment(self, monkeypatch: pytest.MonkeyPatch) -> None:
         monkeypatch.setenv("REDIS_URL", "redis://elsewhere:6380/2")
@@ -82,6 +51,15 @@ class TestOptions:
             ("counter_stream_threshold", "lots"),
             ("counter_stream_threshold", "-1"),
             ("counter_stream_threshold", ""),
+            ("counter_metrics_path", "metrics"),
+            ("counter_metrics_path", "/metrics?x"),
+            ("counter_metrics_path", " "),
+            ("counter_metrics_path", "/status"),  # the status path's
+            ("counter_status_path", "/metrics"),  # the metrics path's
+            ("counter_allow_from", "10.0.0.256"),
+            ("counter_allow_from", "10.0.0.1/8"),
+            ("counter_allow_from", "127.0.0.1,,::1"),
+            ("counter_allow_from", "localhost"),
         ],
     )
     def test_bad_values_name_the_option(self, option: str, value: str) -> None:
@@ -123,11 +101,18 @@ class TestOptions:
         """A reload re-adds the options; mitmproxy keeps values only if nothing differs."""
         first = CountingProxy()
         with taddons.context(Proxyserver(), first) as tctx:
-            tctx.options.update(counter_key="mine", counter_stream_threshold="5k")
+            tctx.options.update(
+                counter_key="mine",
+                counter_stream_threshold="5k",
+                counter_metrics_path="",
+                counter_allow_from="10.0.0.0/8",
+            )
             tctx.master.addons.remove(first)
             tctx.master.addons.add(CountingProxy())
             assert tctx.options.counter_key == "mine"
             assert tctx.options.counter_stream_threshold == "5k"
+            assert tctx.options.counter_metrics_path == ""
+            assert tctx.options.counter_allow_from == "10.0.0.0/8"
 
     @pytest.mark.parametrize(("size", "expected"), [("0", 0), ("1k", 1024), ("65536", 65536)])
     def test_threshold_sizes(self, size: str, expected: int) -> None:
@@ -139,9 +124,9 @@ class TestOptions:
     def test_reverse_mode_connects_lazily(self) -> None:
         proxy = CountingProxy()
         with taddons.context(Proxyserver(), proxy) as tctx:
-            tctx.configure(proxy.status, mode=["regular"])
+            tctx.configure(proxy.endpoints, mode=["regular"])
             assert tctx.options.connection_strategy == "eager"
-            tctx.configure(proxy.status, mode=[REVERSE])
+            tctx.configure(proxy.endpoints, mode=[REVERSE])
             assert tctx.options.connection_strategy == "lazy"
 
 
@@ -199,7 +184,7 @@ class TestCounting:
             tctx.configure(proxy.counting, counter_redis_url=redis_url)
             f = flow("/status", mode="regular")
             all_hooks(proxy, f)
-            await request_hook(proxy.status, f)
+            await request_hook(proxy.endpoints, f)
             assert f.response is None
             counter = proxy.counting.counter
             assert counter is not None and counter.ledger.counted == 1
@@ -234,7 +219,7 @@ class TestStatus:
         with taddons.context(Proxyserver(), proxy) as tctx:
             tctx.configure(proxy.counting, counter_redis_url=redis_url, **options)
             all_hooks(proxy, f)
-            await request_hook(proxy.status, f)
+            await request_hook(proxy.endpoints, f)
             await proxy.counting.done()
         assert f.response is not None
         return f.response

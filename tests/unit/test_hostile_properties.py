@@ -1,6 +1,6 @@
 """Hostile input, in process: the addon's parsers hold for any input (hypothesis, no processes).
 
-The status path matcher and StatusEndpoint answer exactly the documented set of request paths
+The endpoint path matcher and the endpoints answer exactly the documented set of request paths
 (the status path, optionally followed by `?` and any query; matching is on the raw path),
 whatever the bytes; the option checks accept or refuse any string cleanly, and never show a
 Redis password. tests/e2e/test_hostile_http.py sends hostile HTTP through a real mitmdump.
@@ -23,9 +23,9 @@ from mitmproxy.proxy.mode_specs import ProxyMode
 from mitmproxy.test import taddons, tflow, tutils
 
 from counting_addon import CountingProxy, StatusEndpoint, StreamBodies
+from counting_addon.endpoints import check_path, is_endpoint_flow, matches
 from counting_addon.redis_counter import client_options
 from counting_addon.redis_url import check_url, redact
-from counting_addon.status import check_status_path, is_status_flow, matches
 from tests.support.processes import free_port
 
 # Deterministic (derandomize, no example database written into the repository) and bounded:
@@ -45,7 +45,7 @@ REVERSE = ProxyMode.parse("reverse:http://127.0.0.1:1")
 
 # --- strategies ------------------------------------------------------------------------------
 
-# Characters check_status_path accepts: printable (str.isprintable excludes the Other and
+# Characters check_path accepts: printable (str.isprintable excludes the Other and
 # Separator categories, ASCII space aside), and none of "?# ".
 PATH_CHARACTERS = st.characters(
     exclude_categories=("Cc", "Cf", "Cs", "Co", "Cn", "Zl", "Zp", "Zs"),
@@ -196,24 +196,28 @@ def test_matcher_matches_exactly_the_documented_set(pair: tuple[str, bytes]) -> 
     """matches() on the path as mitmproxy gives it (raw bytes, surrogate-escaped) never raises
     and is true exactly for the status path, optionally followed by `?` and any query."""
     status_path, raw = pair
-    check_status_path(status_path)  # the generated status paths are all valid options
+    check_path(status_path)  # the generated status paths are all valid options
     request = request_flow(raw).request
     assert matches(request.path, status_path) is documented_match(raw, status_path), raw[:200]
 
 
 def test_status_endpoint_answers_exactly_the_documented_set() -> None:
-    """StatusEndpoint's requestheaders and request hooks, in reverse mode under taddons, answer
-    (and mark as a status flow) exactly the documented set; everything else is left alone.
+    """The endpoints' requestheaders and request hooks, in reverse mode under taddons, answer
+    (and mark as an endpoint flow) exactly the documented set of status paths; everything else
+    is left alone. (/metrics is off here: any generated path could be it.)
 
     Redis is a closed port, so an answered GET/HEAD is a 503 and any other method a 405: either
     way the proxy answered, and no Redis process is needed.
     """
     proxy = CountingProxy()
-    status = proxy.status
-    assert isinstance(status, StatusEndpoint)
+    endpoints = proxy.endpoints
     tally = {"answered": 0, "passed": 0, "long": 0}
     with taddons.context(Proxyserver(), proxy) as tctx:
-        tctx.configure(proxy.counting, counter_redis_url=f"redis://127.0.0.1:{free_port()}/0")
+        tctx.configure(
+            proxy.counting,
+            counter_redis_url=f"redis://127.0.0.1:{free_port()}/0",
+            counter_metrics_path="",
+        )
         loop = tctx.master.event_loop
 
         @PROPERTY
@@ -223,24 +227,26 @@ def test_status_endpoint_answers_exactly_the_documented_set() -> None:
         )
         def check(pair: tuple[str, bytes], method: bytes) -> None:
             status_path, raw = pair
-            tctx.configure(status, counter_status_path=status_path)
+            tctx.configure(proxy.status, counter_status_path=status_path)
             f = request_flow(raw, method)
-            status.requestheaders(f)
-            pending = status.request(f)
+            endpoints.requestheaders(f)
+            pending = endpoints.request(f)
             if pending is not None:
                 loop.run_until_complete(pending)
             expected = documented_match(raw, status_path)
             tally["answered" if expected else "passed"] += 1
             tally["long"] += len(raw) > 64 * 1024
-            assert (pending is not None) is expected, (status_path, raw[:200])
-            assert is_status_flow(f) is expected
+            assert is_endpoint_flow(f) is expected, (status_path, raw[:200])
             assert bool(f.marked) is expected
             if expected:
                 assert f.error is None  # no body: nothing to refuse
                 assert f.response is not None
                 allowed = f.request.method in ("GET", "HEAD")
+                # Only an answer that reads Redis is a coroutine for mitmproxy to await.
+                assert (pending is not None) is allowed
                 assert f.response.status_code == (503 if allowed else 405)
             else:
+                assert pending is None
                 assert f.response is None and f.error is None
 
         check()
@@ -253,11 +259,11 @@ def test_status_endpoint_answers_exactly_the_documented_set() -> None:
 
 @PROPERTY
 @given(OPTION_STRINGS)
-def test_check_status_path_accepts_exactly_printable_absolute_paths(value: str) -> None:
+def test_check_path_accepts_exactly_printable_absolute_paths(value: str) -> None:
     """Any string is accepted or refused with ValueError, never another exception; accepted
     means it starts with '/' and has no '?', '#', space or non-printable character."""
     try:
-        check_status_path(value)
+        check_path(value)
     except ValueError:
         accepted = False
     else:
@@ -291,7 +297,7 @@ def test_status_path_option_names_itself_or_takes_effect() -> None:
             else:
                 tally["accepted"] += 1
                 assert status.path == value
-                check_status_path(value)
+                check_path(value)
 
         check()
     print(f"counter_status_path: {tally}")

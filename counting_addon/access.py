@@ -1,0 +1,89 @@
+"""Which clients the proxy's own endpoints answer: the counter_allow_from option.
+
+Like nginx's `allow` in front of stub_status: the endpoints tell anyone who asks how busy the
+proxy is, and a counting proxy on a public port needs a fence. Proxied paths are never fenced.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import logging
+
+from mitmproxy import connection, ctx, exceptions
+from mitmproxy.addonmanager import Loader
+
+from counting_addon.option_errors import reported_cleanly
+
+logger = logging.getLogger(__name__)
+
+Network = ipaddress.IPv4Network | ipaddress.IPv6Network
+Address = ipaddress.IPv4Address | ipaddress.IPv6Address
+
+
+def parse_allow_from(value: str) -> tuple[Network, ...]:
+    """Comma-separated IPv4/IPv6 addresses and CIDR networks, spaces allowed around each.
+
+    Blank: no networks, which means any client. An empty entry ("a,,b") or a network with host
+    bits set ("10.0.0.1/8") is refused rather than guessed at: this is a fence.
+    """
+    if not value.strip():
+        return ()
+    networks = []
+    for entry in value.split(","):
+        entry = entry.strip()
+        if not entry:
+            raise ValueError(f"{value!r} has an empty entry")
+        try:
+            networks.append(ipaddress.ip_network(entry))
+        except ValueError as e:
+            raise ValueError(f"{entry!r} is not an IP address or CIDR network: {e}") from None
+    return tuple(networks)
+
+
+def client_address(peername: connection.Address | None) -> Address | None:
+    """The client's IP address; an IPv4-mapped IPv6 one (a dual-stack listener's view of an
+    IPv4 client) as the IPv4 address it is."""
+    if not peername:
+        return None
+    try:
+        address = ipaddress.ip_address(peername[0])
+    except ValueError:
+        return None
+    if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped:
+        return address.ipv4_mapped
+    return address
+
+
+class AccessControl:
+    def __init__(self) -> None:
+        self.networks: tuple[Network, ...] = ()
+
+    def load(self, loader: Loader) -> None:
+        loader.add_option(
+            "counter_allow_from",
+            str,
+            "",
+            "Clients allowed to ask the proxy's own endpoints (/status, /metrics): "
+            "comma-separated IPv4 and IPv6 addresses and CIDR networks, such as "
+            "127.0.0.1,10.0.0.0/8,::1. Others get 403 there; every other path is proxied for "
+            "everyone. Empty: any client.",
+        )
+
+    @reported_cleanly
+    def configure(self, updated: set[str]) -> None:
+        if "counter_allow_from" not in updated:
+            return
+        try:
+            networks = parse_allow_from(ctx.options.counter_allow_from)
+        except ValueError as e:
+            raise exceptions.OptionsError(f"counter_allow_from: {e}") from None
+        if networks != self.networks:
+            allowed = ", ".join(map(str, networks)) or "any client"
+            logger.info(f"counting_addon: the proxy's own endpoints answer {allowed}")
+        self.networks = networks
+
+    def allows(self, peername: connection.Address | None) -> bool:
+        if not self.networks:
+            return True
+        address = client_address(peername)
+        return address is not None and any(address in network for network in self.networks)

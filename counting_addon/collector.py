@@ -1,0 +1,112 @@
+"""What /metrics exposes, as prometheus_client metric families built from one scrape's figures.
+
+A custom collector rather than prometheus_client's Counter and Histogram objects: the figures
+are plain integers the addon keeps anyway (process_stats.py) and the shared ones come from
+Redis, read once per scrape. prometheus_client only formats them.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+from prometheus_client.core import (
+    CounterMetricFamily,
+    GaugeMetricFamily,
+    HistogramMetricFamily,
+    Metric,
+)
+from prometheus_client.process_collector import ProcessCollector
+from prometheus_client.registry import Collector, CollectorRegistry
+
+from counting_addon.process_stats import Histogram, ProcessStats
+from counting_addon.response_classes import CodeClass, Shared
+
+PREFIX = "counting_addon_"
+# CPU, memory, descriptors and start time of this process (from /proc: Linux only, none
+# elsewhere). Not registered in prometheus_client's global registry, which a script reload
+# would register twice.
+PROCESS = ProcessCollector(registry=None)
+
+
+def by_class(name: str, documentation: str, counts: dict[CodeClass, int]) -> CounterMetricFamily:
+    family = CounterMetricFamily(name, documentation, labels=["code_class"])
+    for code_class in CodeClass:
+        family.add_metric([code_class.value], counts.get(code_class, 0))
+    return family
+
+
+def histogram(name: str, documentation: str, observed: Histogram) -> HistogramMetricFamily:
+    return HistogramMetricFamily(
+        name, documentation, buckets=observed.cumulative(), sum_value=observed.sum
+    )
+
+
+class CountingCollector(Collector):
+    """One scrape: this process's figures, and the shared ones when Redis could be read.
+
+    `shared` None means Redis could not be read: the shared families are left out rather than
+    shown stale or as 0, and redis_up is 0.
+    """
+
+    def __init__(self, stats: ProcessStats, pending: int, shared: Shared | None) -> None:
+        self.stats = stats
+        self.pending = pending
+        self.shared = shared
+
+    def collect(self) -> Iterator[Metric]:
+        if self.shared is not None:
+            yield CounterMetricFamily(
+                PREFIX + "shared_requests",
+                "Requests counted in Redis by every proxy sharing the key (the same number as "
+                "/status's counter). Every instance reports it: take the max, never the sum.",
+                value=self.shared.requests,
+            )
+            yield by_class(
+                PREFIX + "shared_responses",
+                "Responses by status class counted in Redis by every proxy sharing the key. "
+                "Every instance reports them: take the max, never the sum.",
+                self.shared.responses,
+            )
+        stats = self.stats
+        yield CounterMetricFamily(
+            PREFIX + "requests", "Requests this process proxied.", value=stats.requests
+        )
+        yield by_class(
+            PREFIX + "responses",
+            "Responses this process passed to clients, by status class.",
+            stats.responses,
+        )
+        yield histogram(
+            PREFIX + "request_duration_seconds",
+            "Time from a request's headers to the end of its response, in this process.",
+            stats.request_duration,
+        )
+        yield GaugeMetricFamily(
+            PREFIX + "pending_counts",
+            "Counts of this process not yet acknowledged by Redis.",
+            value=self.pending,
+        )
+        yield GaugeMetricFamily(
+            PREFIX + "redis_up",
+            "1 if this scrape read the shared counts from Redis, else 0.",
+            value=int(self.shared is not None),
+        )
+        yield CounterMetricFamily(
+            PREFIX + "redis_writes",
+            "Batches of counts this process wrote to Redis.",
+            value=stats.redis_writes,
+        )
+        yield histogram(
+            PREFIX + "redis_write_duration_seconds",
+            "Time each batch write to Redis took, from this process.",
+            stats.redis_write_duration,
+        )
+
+
+def registry(stats: ProcessStats, pending: int, shared: Shared | None) -> CollectorRegistry:
+    """A registry for one scrape: built anew each time (a few objects), so nothing carries
+    over between scrapes or script reloads."""
+    scrape = CollectorRegistry()
+    scrape.register(PROCESS)
+    scrape.register(CountingCollector(stats, pending, shared))
+    return scrape
