@@ -27,7 +27,14 @@ from tests.support.processes import (
     wait_for,
 )
 
-OPTIONS = ["counter_redis_url", "counter_key", "counter_status_path", "counter_stream_threshold"]
+OPTIONS = [
+    "counter_redis_url",
+    "counter_key",
+    "counter_status_path",
+    "counter_metrics_path",
+    "counter_allow_from",
+    "counter_stream_threshold",
+]
 
 
 def test_options_are_listed_with_help() -> None:

@@ -42,6 +42,9 @@ class Relay:
         asyncio.run_coroutine_threadsafe(close(), self._loop).result(10)
         self._loop.call_soon_threadsafe(self._loop.stop)
         self._thread.join(10)
+        # Else it is closed, with a ResourceWarning, whenever the garbage collector gets to it:
+        # inside a test that checks for warnings, say.
+        self._loop.close()
 
     def lose_next_write_reply(self, then: Literal["drop", "hold"]) -> None:
         self.reply_held.clear()

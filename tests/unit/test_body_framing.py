@@ -5,8 +5,9 @@ from __future__ import annotations
 
 import pytest
 from mitmproxy import http, tls
+from mitmproxy.options import Options
 from mitmproxy.proxy.context import Context
-from mitmproxy.test import taddons, tflow, tutils
+from mitmproxy.test import tflow, tutils
 
 from counting_addon.body_framing import FrameUnknownLengthBodies, UpstreamProtocols
 
@@ -35,7 +36,8 @@ def handshake(alpn: bytes | None, client_id: str = "client-1") -> tls.TlsData:
     server.alpn = alpn
     client = tflow.tclient_conn()
     client.id = client_id
-    return tls.TlsData(server, Context(client, taddons.context().options))
+    # Options alone: a taddons.context() made here would leave its own event loop unclosed.
+    return tls.TlsData(server, Context(client, Options()))
 
 
 def chunked(f: http.HTTPFlow) -> bool:

@@ -1,0 +1,75 @@
+"""A real Prometheus server (Debian's `prometheus` package) of a test's own, on a free port,
+scraping the proxies given to it every second; and queries of its HTTP API."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import httpx
+
+from tests.support.processes import Process, free_port, wait_for
+
+PROMETHEUS = Path("/usr/bin/prometheus")
+
+CONFIG = """\
+global:
+  scrape_interval: 1s
+  scrape_timeout: 1s
+  evaluation_interval: 1s
+scrape_configs:
+  - job_name: counting_addon
+    metrics_path: /metrics
+    scheme: http
+    static_configs:
+      - targets: [{targets}]
+"""
+
+
+class Prometheus(Process):
+    def __init__(self, directory: Path, targets: list[str]) -> None:
+        directory.mkdir(parents=True, exist_ok=True)
+        config = directory / "prometheus.yml"
+        config.write_text(CONFIG.format(targets=", ".join(f"'{t}'" for t in targets)))
+        port = free_port()
+        self.url = f"http://127.0.0.1:{port}"
+        command = [
+            str(PROMETHEUS),
+            f"--config.file={config}",
+            f"--storage.tsdb.path={directory / 'data'}",
+            f"--web.listen-address=127.0.0.1:{port}",
+        ]
+        super().__init__(command, directory / "prometheus.log")
+
+    def wait_ready(self, timeout: float = 60.0) -> None:
+        def ready() -> bool:
+            if self.popen.poll() is not None:
+                raise AssertionError(f"prometheus exited early:\n{self.output()}")
+            try:
+                return httpx.get(f"{self.url}/-/ready", timeout=2).status_code == 200
+            except httpx.HTTPError:
+                return False
+
+        wait_for(ready, timeout, f"prometheus at {self.url}")
+
+    def query(self, promql: str) -> dict[frozenset[tuple[str, str]], float]:
+        """An instant query's result: each series' labels (the name as __name__) and value."""
+        r = httpx.get(f"{self.url}/api/v1/query", params={"query": promql}, timeout=10)
+        body = r.json()
+        assert r.status_code == 200 and body["status"] == "success", r.text
+        return {
+            frozenset(series["metric"].items()): float(series["value"][1])
+            for series in body["data"]["result"]
+        }
+
+    def poll(self, promql: str, expected: float, timeout: float = 60.0) -> None:
+        """Query until `promql` gives one series of value `expected`."""
+        last: list[dict[frozenset[tuple[str, str]], float]] = []
+
+        def holds() -> bool:
+            last[:] = [self.query(promql)]
+            return list(last[0].values()) == [expected]
+
+        try:
+            wait_for(holds, timeout, f"{promql} == {expected} in prometheus")
+        except AssertionError as e:
+            raise AssertionError(f"{e}; last result: {last}\n{self.output()[-2000:]}") from None
