@@ -29,7 +29,7 @@ def parse_metrics_path(value: str) -> str | None:
     return value
 
 
-async def read_shared(counter: RedisCounter) -> Shared | None:
+async def shared_counts(counter: RedisCounter) -> Shared | None:
     """The shared counts, or None if Redis can't give them within READ_TIMEOUT.
 
     A scrape must never hang or fail because Redis does: while the writer already knows Redis
@@ -86,7 +86,7 @@ class MetricsEndpoint:
         counter = self.counting.counter
         assert counter, "configure() runs before any flow"
         # Read first: it writes this process's counts, which the pending gauge then reflects.
-        shared = await read_shared(counter)
+        shared = await shared_counts(counter)
         scrape = collector.registry(STATS, counter.unwritten, shared)
         encode, content_type = choose_encoder(flow.request.headers.get("accept", ""))
         return http.Response.make(

@@ -64,10 +64,16 @@ def test_proxied_and_status_flows_show_in_mitmweb(web: Web) -> None:
     assert isinstance(body["uptime"], int)
     # Never forwarded: no connection to the upstream was opened for it.
     assert status["server_conn"]["peername"] is None
-    # So are the proxy's readiness probes, and only /status flows are marked.
+    # /metrics is marked and answered the same way.
+    assert httpx.get(f"{proxy.url}/metrics?mine=1", timeout=10).status_code == 200
+    metrics = web.finished_flow("/metrics?mine=1")
+    assert metrics["marked"] == emoji[":bar_chart:"]
+    assert metrics["comment"] == "answered by counting_addon"
+    assert metrics["server_conn"]["peername"] is None
+    # So are the proxy's readiness probes, and only the endpoints' flows are marked.
     for flow in web.flows():
-        is_status = flow["request"]["path"].partition("?")[0] == "/status"
-        assert (flow["marked"] != "") == is_status, flow
+        is_endpoint = flow["request"]["path"].partition("?")[0] in ("/status", "/metrics")
+        assert (flow["marked"] != "") == is_endpoint, flow
 
 
 @dataclass(frozen=True)

@@ -3,7 +3,6 @@ proxy's /metrics every second, and its HTTP API gives back what the test sent.""
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import httpx
@@ -18,7 +17,6 @@ pytestmark = pytest.mark.skipif(
     reason=f"no {PROMETHEUS} (Debian's prometheus package; .ci/run installs it as root)",
 )
 
-PrometheusFactory = Callable[[list[Proxy]], Prometheus]
 # The README's PromQL, "Metrics" section.
 README_QUERIES = [
     "sum(rate(counting_addon_requests_total[5m]))",
@@ -33,21 +31,8 @@ README_QUERIES = [
 ]
 
 
-@pytest.fixture
-def start_prometheus(tmp_path: Path) -> Iterator[PrometheusFactory]:
-    started: list[Prometheus] = []
-
-    def start(proxies: list[Proxy]) -> Prometheus:
-        server = Prometheus(
-            tmp_path / f"prometheus{len(started)}", [f"127.0.0.1:{p.port}" for p in proxies]
-        )
-        started.append(server)
-        server.wait_ready()
-        return server
-
-    yield start
-    for server in started:
-        server.stop()
+def scraping(proxy: Proxy, directory: Path) -> Prometheus:
+    return Prometheus(directory / "prometheus", [f"127.0.0.1:{proxy.port}"])
 
 
 def codes(proxy: Proxy, code: int, count: int) -> None:
@@ -55,49 +40,45 @@ def codes(proxy: Proxy, code: int, count: int) -> None:
         assert httpx.get(f"{proxy.url}/code/{code}", timeout=30).status_code == code
 
 
-def test_prometheus_scrapes_the_shared_count(
-    proxy: Proxy, start_prometheus: PrometheusFactory
-) -> None:
-    prometheus = start_prometheus([proxy])
-    prometheus.poll('up{job="counting_addon"}', 1)
-    send(proxy.url, "/counted", 7)
-    prometheus.poll("counting_addon_shared_requests_total", 7)
-    prometheus.poll("counting_addon_redis_up", 1)
-    # Its scrapes are not counted: five more of them, and the count is still 7.
-    seen = prometheus.query("count_over_time(counting_addon_shared_requests_total[5m])")
-    prometheus.poll(
-        "count_over_time(counting_addon_shared_requests_total[5m]) >= bool "
-        f"{next(iter(seen.values())) + 5}",
-        1,
-    )
-    prometheus.poll("max_over_time(counting_addon_shared_requests_total[5m])", 7)
-    send(proxy.url, "/more", 3)
-    prometheus.poll("counting_addon_shared_requests_total", 10)
-    # The README's queries run (whatever their value: the classes come with the data side).
-    prometheus.poll("max(counting_addon_shared_requests_total)", 10)
-    for promql in README_QUERIES:
-        prometheus.query(promql)
+def test_prometheus_scrapes_the_shared_count(proxy: Proxy, tmp_path: Path) -> None:
+    with scraping(proxy, tmp_path) as prometheus:
+        prometheus.poll('up{job="counting_addon"}', 1)
+        send(proxy.url, "/counted", 7)
+        prometheus.poll("counting_addon_shared_requests_total", 7)
+        prometheus.poll("counting_addon_redis_up", 1)
+        # Its scrapes are not counted: five more of them, and the count is still 7.
+        seen = prometheus.query("count_over_time(counting_addon_shared_requests_total[5m])")
+        prometheus.poll(
+            "count_over_time(counting_addon_shared_requests_total[5m]) >= bool "
+            f"{next(iter(seen.values())) + 5}",
+            1,
+        )
+        prometheus.poll("max_over_time(counting_addon_shared_requests_total[5m])", 7)
+        send(proxy.url, "/more", 3)
+        prometheus.poll("counting_addon_shared_requests_total", 10)
+        # The README's queries run (whatever their value: the classes come with the data side).
+        prometheus.poll("max(counting_addon_shared_requests_total)", 10)
+        for promql in README_QUERIES:
+            prometheus.query(promql)
 
 
 @pytest.mark.xfail(
     strict=True,
     reason="response classes and this process's figures land with the data side of issue 12",
 )
-def test_prometheus_gets_responses_by_class(
-    proxy: Proxy, start_prometheus: PrometheusFactory
-) -> None:
-    prometheus = start_prometheus([proxy])
-    send(proxy.url, "/ok", 4)
-    codes(proxy, 404, 3)
-    codes(proxy, 500, 2)
-    prometheus.poll("counting_addon_shared_requests_total", 9)
-    # One query, so every series comes from the same scrape as the total of 9.
-    got = prometheus.query('{__name__=~"counting_addon_(shared_)?re(quest|sponse)s_total"}')
-    by_name_and_class = {
-        (labels["__name__"], labels.get("code_class")): value
-        for labels, value in ((dict(k), v) for k, v in got.items())
-    }
-    expected = {"1xx": 0, "2xx": 4, "3xx": 0, "4xx": 3, "5xx": 2}
-    for name in ("counting_addon_shared_responses_total", "counting_addon_responses_total"):
-        assert {c: by_name_and_class.get((name, c)) for c in expected} == expected, got
-    assert by_name_and_class[("counting_addon_requests_total", None)] == 9
+def test_prometheus_gets_responses_by_class(proxy: Proxy, tmp_path: Path) -> None:
+    with scraping(proxy, tmp_path) as prometheus:
+        send(proxy.url, "/ok", 4)
+        codes(proxy, 404, 3)
+        codes(proxy, 500, 2)
+        prometheus.poll("counting_addon_shared_requests_total", 9)
+        # One query, so every series comes from the same scrape as the total of 9.
+        got = prometheus.query('{__name__=~"counting_addon_(shared_)?re(quest|sponse)s_total"}')
+        by_name_and_class = {
+            (labels["__name__"], labels.get("code_class")): value
+            for labels, value in ((dict(k), v) for k, v in got.items())
+        }
+        expected = {"1xx": 0, "2xx": 4, "3xx": 0, "4xx": 3, "5xx": 2}
+        for name in ("counting_addon_shared_responses_total", "counting_addon_responses_total"):
+            assert {c: by_name_and_class.get((name, c)) for c in expected} == expected, got
+        assert by_name_and_class[("counting_addon_requests_total", None)] == 9

@@ -26,6 +26,8 @@ scrape_configs:
 
 
 class Prometheus(Process):
+    """Started by `with`, which waits until it is ready; stopped (by pid) when the block ends."""
+
     def __init__(self, directory: Path, targets: list[str]) -> None:
         directory.mkdir(parents=True, exist_ok=True)
         config = directory / "prometheus.yml"
@@ -39,6 +41,17 @@ class Prometheus(Process):
             f"--web.listen-address=127.0.0.1:{port}",
         ]
         super().__init__(command, directory / "prometheus.log")
+
+    def __enter__(self) -> Prometheus:
+        try:
+            self.wait_ready()
+        except BaseException:
+            self.stop()
+            raise
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.stop()
 
     def wait_ready(self, timeout: float = 60.0) -> None:
         def ready() -> bool:
