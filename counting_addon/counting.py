@@ -17,7 +17,7 @@ from counting_addon.option_errors import reported_cleanly
 from counting_addon.process_stats import STATS
 from counting_addon.redis_counter import RedisCounter, close_all
 from counting_addon.redis_url import DEFAULT_URL, check_url, default_url, redact
-from counting_addon.response_classes import CodeClass
+from counting_addon.response_classes import CodeClass, code_class
 from counting_addon.status import is_status_flow
 
 logger = logging.getLogger(__name__)
@@ -113,18 +113,19 @@ class CountRequests:
     # counted in neither, is killed in the request hook: its error hook finds no class.
     def response(self, flow: http.HTTPFlow) -> None:
         if not is_status_flow(flow):
-            self._count_response(flow, received_class.on_response(flow))
+            assert flow.response
+            self._count_response(flow, code_class(flow.response.status_code))
 
     def error(self, flow: http.HTTPFlow) -> None:
         if not is_status_flow(flow) and REFUSED_FLOW not in flow.metadata:
             self._count_response(flow, received_class.on_error(flow))
 
-    def _count_response(self, flow: http.HTTPFlow, code_class: CodeClass | None) -> None:
-        if code_class is None:
+    def _count_response(self, flow: http.HTTPFlow, received: CodeClass | None) -> None:
+        if received is None:
             return
         assert self.counter, "configure() runs before any flow"
-        self.counter.add_response(code_class)
-        STATS.responses[code_class] += 1
+        self.counter.add_response(received)
+        STATS.responses[received] += 1
         response = flow.response
         end = response.timestamp_end if response and response.timestamp_end else time.time()
         STATS.request_duration.observe(end - flow.request.timestamp_start)

@@ -6,7 +6,7 @@ is done, and the response hook never follows an error):
 
 - `response`: the response is complete, whether an addon set it, the upstream's was buffered
   (it goes to the client right after the hook) or streamed (its head and body already went).
-  Its class is the head's; a WebSocket's 101 is a 1xx.
+  Its class is its status code's (`code_class`); a WebSocket's 101 is a 1xx.
 - `error`: the flow failed. A streamed response's head went to the client before the body
   (`start_response_stream`): its class is the head's, whatever cut the body short. Otherwise
   the client got no head from the upstream, and mitmproxy answers it with an error response
@@ -30,11 +30,6 @@ from counting_addon.response_classes import CodeClass, code_class
 CLIENT_ENDED_STREAM = ("stream reset by client", "stream closed by client")
 # check_body_size's error for a request over body_size_limit, answered with a 413.
 REQUEST_TOO_LARGE = "Request body exceeds mitmproxy's body_size_limit."
-
-
-def on_response(flow: http.HTTPFlow) -> CodeClass | None:
-    assert flow.response is not None
-    return code_class(flow.response.status_code)
 
 
 def on_error(flow: http.HTTPFlow) -> CodeClass | None:

@@ -195,7 +195,8 @@ class RedisCounter:
 
     def add_response(self, code_class: CodeClass) -> None:
         self.ledger.add_response(code_class)
-        self._start()
+        if self._task is None:  # a flow counted by the counter this one replaced
+            self._start()
         self._wake.set()
 
     def flush(self) -> None:

@@ -8,7 +8,7 @@ from mitmproxy.connection import ConnectionState
 from mitmproxy.flow import Error
 from mitmproxy.test import tflow, tutils
 
-from counting_addon.received_class import REQUEST_TOO_LARGE, on_error, on_response
+from counting_addon.received_class import REQUEST_TOO_LARGE, on_error
 from counting_addon.response_classes import CodeClass
 
 
@@ -18,15 +18,6 @@ def failed(message: str, status: int | None = None, streamed: bool = False) -> h
         f.response.stream = streamed
     f.error = Error(message)
     return f
-
-
-@pytest.mark.parametrize(
-    ("status", "expected"),
-    [(101, CodeClass.C1XX), (200, CodeClass.C2XX), (304, CodeClass.C3XX), (404, CodeClass.C4XX),
-     (503, CodeClass.C5XX), (600, None)],
-)  # fmt: skip
-def test_a_complete_response_is_in_its_class(status: int, expected: CodeClass | None) -> None:
-    assert on_response(tflow.tflow(resp=tutils.tresp(status_code=status))) is expected
 
 
 def test_a_streamed_response_cut_short_is_in_its_heads_class() -> None:
