@@ -11,6 +11,7 @@ import time
 import uuid
 from typing import Any
 
+import redis
 import redis.asyncio
 import redis.asyncio.retry
 import redis.retry
@@ -439,6 +440,9 @@ class RedisCounter:
                 await self._closing.wait()
 
     def _classify(self, e: BaseException) -> Failure:
+        # The script's own refusal of a class that is not an integer (see APPLY_BATCH).
+        if isinstance(e, redis.ResponseError) and "hash value is not an integer" in str(e):
+            return not_an_integer(self._responses_key)
         return classify(e, self.key, tls=uses_tls(self.url))
 
     def _failed(self, e: BaseException) -> None:

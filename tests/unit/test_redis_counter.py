@@ -163,6 +163,15 @@ async def test_read_shared_with_nothing_pending_reads_in_one_round_trip(
     with pytest.raises(CounterUnavailable, match="not an integer"):
         await counter.read_shared()
     assert not counter.redis_up
+    counter.add_response(CodeClass.C3XX)
+    with pytest.raises(TimeoutError):
+        async with asyncio.timeout(1.0):
+            await counter.read_shared()
+    assert counter.problem is not None and counter.problem.kind is FailureKind.NOT_AN_INTEGER
+    assert "'{counter}:responses' is not an integer" in str(counter.problem)
+    redis_client.hset("{counter}:responses", "3xx", 7)  # fixed: the count lands
+    async with asyncio.timeout(10):
+        assert (await counter.read_shared()).responses[CodeClass.C3XX] == 8
     assert await counter.close(1.0) == 0
 
 
