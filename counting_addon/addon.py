@@ -2,6 +2,4 @@
 
 from counting_addon import CountingProxy
 
-# The addons themselves rather than the CountingProxy holding them: one level less for
-# mitmproxy to walk on each of the ~8 hook calls of every request.
-addons = CountingProxy().addons
+addons = [CountingProxy()]

@@ -1,18 +1,24 @@
-"""Counts every proxied request in Redis, without making any request wait on Redis."""
+"""Counts every proxied request, and its response by class, in Redis, without making any
+request wait on Redis."""
 
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Generator
 from typing import Any
 
 from mitmproxy import ctx, exceptions, http
 from mitmproxy.addonmanager import Loader
 
+from counting_addon import received_class
 from counting_addon.endpoints import is_endpoint_flow
+from counting_addon.keys import check_key
 from counting_addon.option_errors import reported_cleanly
+from counting_addon.process_stats import STATS
 from counting_addon.redis_counter import RedisCounter, close_all
 from counting_addon.redis_url import DEFAULT_URL, check_url, default_url, redact
+from counting_addon.response_classes import CodeClass, code_class
 
 logger = logging.getLogger(__name__)
 
@@ -21,6 +27,9 @@ CLOSE_TIMEOUT = 3.0
 # A counter replaced by an option change or a script reload goes on writing its counts in the
 # background this long: Redis outages last minutes, and its counts are as real as any.
 RETIRE_BOUND = 600.0
+# Marks the flows mitmproxy refused before the requestheaders hook (flow.error already set):
+# not counted, so their error hook counts no response either.
+REFUSED_FLOW = "counting_addon.refused"
 
 
 def is_h2c_preface(flow: http.HTTPFlow) -> bool:
@@ -42,6 +51,10 @@ class Shutdown:
 
 
 class CountRequests:
+    """Counts each proxied request once, at its headers, and its response once, in the class
+    of the status code the client received (received_class.py), in Redis and in this
+    process's figures (process_stats.STATS)."""
+
     def __init__(self) -> None:
         self.counter: RedisCounter | None = None
 
@@ -61,7 +74,8 @@ class CountRequests:
             str,
             "counter",
             "Redis key of the shared request counter. Proxies sharing a Redis and this key "
-            "share one count.",
+            "share one count. Responses by class go in a hash beside it, named "
+            "'{<key>}:responses' (or '<key>:responses' for a key with a {hash tag}).",
         )
 
     @reported_cleanly
@@ -77,6 +91,10 @@ class CountRequests:
             raise exceptions.OptionsError(
                 f"counter_key: {key!r} must be a non-empty printable string"
             )
+        try:
+            check_key(key)
+        except ValueError as e:
+            raise exceptions.OptionsError(f"counter_key: {e}") from None
         if self.counter is not None:
             self.counter.retire(RETIRE_BOUND)
         self.counter = RedisCounter(url, key)
@@ -84,9 +102,33 @@ class CountRequests:
 
     def requestheaders(self, flow: http.HTTPFlow) -> None:
         # A flow that arrives with an error was rejected by mitmproxy and never proxied.
-        if flow.error is None and not is_endpoint_flow(flow) and not is_h2c_preface(flow):
+        if flow.error is not None:
+            flow.metadata[REFUSED_FLOW] = True
+        elif not is_endpoint_flow(flow) and not is_h2c_preface(flow):
             assert self.counter, "configure() runs before any flow"
             self.counter.add()
+            STATS.requests += 1
+
+    # Exactly one of response and error ends each flow (received_class.py). The h2c preface,
+    # counted in neither, is killed in the request hook: its error hook finds no class.
+    def response(self, flow: http.HTTPFlow) -> None:
+        if not is_endpoint_flow(flow):
+            assert flow.response
+            self._count_response(flow, code_class(flow.response.status_code))
+
+    def error(self, flow: http.HTTPFlow) -> None:
+        if not is_endpoint_flow(flow) and REFUSED_FLOW not in flow.metadata:
+            self._count_response(flow, received_class.on_error(flow))
+
+    def _count_response(self, flow: http.HTTPFlow, received: CodeClass | None) -> None:
+        if received is None:
+            return
+        assert self.counter, "configure() runs before any flow"
+        self.counter.add_response(received)
+        STATS.responses[received] += 1
+        response = flow.response
+        end = response.timestamp_end if response and response.timestamp_end else time.time()
+        STATS.request_duration.observe(end - flow.request.timestamp_start)
 
     def done(self) -> Shutdown:
         # Plain def: on a script reload mitmproxy calls done synchronously, and this counter

@@ -11,28 +11,56 @@ import time
 import uuid
 from typing import Any
 
+import redis
 import redis.asyncio
 import redis.asyncio.retry
 import redis.retry
 from redis.backoff import NoBackoff
 
 from counting_addon.failures import Failure, classify, not_an_integer
+from counting_addon.keys import responses_key, writer_key
 from counting_addon.ledger import Batch, Ledger
+from counting_addon.process_stats import STATS
 from counting_addon.redis_url import redact, uses_tls
-from counting_addon.response_classes import Shared
+from counting_addon.response_classes import CodeClass, Shared
 
 logger = logging.getLogger(__name__)
 
 # Applies a batch only if its sequence number is new for this writer, so resending a batch
-# whose reply was lost cannot count it twice. The writer's key expires: dead processes
-# leave nothing behind. Returns the counter's value, which saves /status a round trip: as
-# GET's string, since a Lua number is a double and INCRBY's reply would lose digits past 2^53.
+# whose reply was lost cannot count it twice. KEYS: the counter, the writer's key, the hash of
+# responses by class. ARGV: the sequence number, requests, the writer key's lifetime, the five
+# classes' amounts (1xx first), and 1 for a reset (the counter set to 0, the hash emptied).
+# Whatever can fail is tried before the first write: a script failing halfway keeps what it
+# wrote, which the batch's resend would then write again. The writer's key expires: dead
+# processes leave nothing behind. Returns the counter's value and the five classes' (nil for
+# none), which saves readers a round trip: as strings, since a Lua number is a double and
+# INCRBY's reply would lose digits past 2^53.
 APPLY_BATCH = """
+local classes = {'1xx', '2xx', '3xx', '4xx', '5xx'}
 if tonumber(ARGV[1]) > tonumber(redis.call('GET', KEYS[2]) or '0') then
-  redis.call('INCRBY', KEYS[1], ARGV[2])
+  if ARGV[9] == '1' then
+    redis.call('SET', KEYS[1], '0')
+    redis.call('DEL', KEYS[3])
+  end
+  local held = redis.call('HMGET', KEYS[3], unpack(classes))
+  for i = 1, 5 do
+    if ARGV[3 + i] ~= '0' and held[i] and not string.match(held[i], '^%-?%d+$') then
+      return redis.error_reply('ERR hash value is not an integer (' .. classes[i] .. ')')
+    end
+  end
+  if ARGV[2] ~= '0' then
+    redis.call('INCRBY', KEYS[1], ARGV[2])
+  end
+  for i = 1, 5 do
+    if ARGV[3 + i] ~= '0' then
+      redis.call('HINCRBY', KEYS[3], classes[i], ARGV[3 + i])
+    end
+  end
   redis.call('SET', KEYS[2], ARGV[1], 'EX', ARGV[3])
 end
-return redis.call('GET', KEYS[1])
+local values = redis.call('HMGET', KEYS[3], unpack(classes))
+table.insert(values, 1, redis.call('GET', KEYS[1]))
+return values
 """
 WRITER_KEY_TTL = 7 * 24 * 3600
 CONNECT_TIMEOUT = 1.0
@@ -55,6 +83,24 @@ def client_options(retry: type[redis.retry.Retry | redis.asyncio.retry.Retry]) -
         "socket_connect_timeout": CONNECT_TIMEOUT,
         "socket_timeout": COMMAND_TIMEOUT,
     }
+
+
+def _integer(raw: bytes | str | None) -> int | None:
+    """A value Redis holds as an integer; 0 for none; None for one that is not an integer."""
+    try:
+        return int(raw or 0)
+    except ValueError:
+        return None
+
+
+def parse_shared(values: list[bytes | None]) -> Shared | None:
+    """The script's reply, or GET + HMGET's: the counter, then the five classes (1xx first);
+    None if one of them is not an integer."""
+    numbers = [n for n in map(_integer, values) if n is not None]
+    if len(numbers) != len(values):
+        return None
+    requests, *responses = numbers
+    return Shared(requests, dict(zip(CodeClass, responses, strict=True)))
 
 
 class CounterUnavailable(Exception):
@@ -94,6 +140,11 @@ class RedisCounter:
     per WRITE_INTERVAL, and retries the same batch with backoff until Redis acknowledges it.
     Once retired (replaced after an option change or a script reload), the task goes on until
     every count is written or the retirement's bound passes, then lets go of Redis.
+
+    It counts requests (`add`) and responses by class (`add_response`), which go to Redis in
+    the same batches, and keeps the shared values the latest write or read brought back
+    (`latest`). `redis_up`: Redis answered this counter's latest contact (a write, or a
+    read) and no write has failed since; False before any contact.
     """
 
     # The Lua script that applies a batch (a class attribute so that a test can show what
@@ -106,7 +157,12 @@ class RedisCounter:
         self.ledger = Ledger()
         self.problem: Failure | None = None
         self.phase = Phase.COUNTING
-        self._writer_key = f"{key}:writer:{uuid.uuid4().hex}"
+        self._writer_key = writer_key(key, uuid.uuid4().hex)
+        self._responses_key = responses_key(key)
+        # The shared values the latest write (or read_shared) brought back; None before any.
+        self.latest: Shared | None = None
+        self._contacted = False
+        self._read_failed = False
         self._client: redis.asyncio.Redis = redis.asyncio.Redis.from_url(
             url, **client_options(redis.asyncio.retry.Retry)
         )
@@ -118,7 +174,6 @@ class RedisCounter:
         self._progress = asyncio.Event()
         self._writing = asyncio.Lock()
         self._last_write = -WRITE_INTERVAL
-        self._written_value: int | None = None
         self._task: asyncio.Task[None] | None = None
         # When the writer gives up (event loop time); None until the counter is retired.
         self._deadline: float | None = None
@@ -130,10 +185,35 @@ class RedisCounter:
         """Counts not yet acknowledged by Redis."""
         return self.ledger.unwritten
 
+    @property
+    def redis_up(self) -> bool:
+        return self._contacted and self.problem is None and not self._read_failed
+
     def add(self) -> None:
         self.ledger.add()
         self._start()
         self._wake.set()
+
+    def add_response(self, code_class: CodeClass) -> None:
+        self.ledger.add_response(code_class)
+        if self._task is None:  # a flow counted by the counter this one replaced
+            self._start()
+        self._wake.set()
+
+    def flush(self) -> None:
+        """Have the writer write what is pending now, without waiting out WRITE_INTERVAL."""
+        self._hurry.set()
+        self._start()
+        self._wake.set()
+
+    def reset(self) -> None:
+        """Set the shared counts back to 0, in order with this counter's batches.
+
+        Counts not yet in a batch are dropped (they are among what the reset zeroes); a batch
+        already sent is applied before the reset, and counts made from now on after it.
+        """
+        self.ledger.request_reset()
+        self.flush()
 
     def retire(self, bound: float) -> None:
         """Take no more counts; write those left in the background for up to `bound` seconds.
@@ -189,37 +269,65 @@ class RedisCounter:
 
         Waits as long as Redis is away: callers bound it with a timeout.
         """
-        mark = self.ledger.counted
-        if not self.ledger.written_through(mark):
-            while not self.ledger.written_through(mark):
-                if self.problem is None and not self._writing.locked():
-                    # Writing here rather than waking the writer saves /status two trips
-                    # through a busy event loop. Should it fail, the writer takes over.
-                    with contextlib.suppress(Exception):
-                        await self._write_batch()
-                else:
-                    self._hurry.set()
-                    await self._progress.wait()
-            # The write that took our counts brought back the value: no GET needed.
-            if self._written_value is not None:
-                return self._written_value
+        # The write that took our counts brought back the value: no GET needed.
+        if await self._write_through() and self.latest is not None:
+            return self.latest.requests
         try:
             raw = await self._client.get(self.key)
         except Exception as e:  # whatever it is, /status answers 503 rather than fail
-            raise CounterUnavailable(self._classify(e)) from None
-        try:
-            return int(raw or 0)
-        except ValueError:
-            raise CounterUnavailable(not_an_integer(self.key)) from None
+            raise self._unavailable(self._classify(e)) from None
+        value = _integer(raw)
+        if value is None:
+            raise self._unavailable(not_an_integer(self.key))
+        self._answered()
+        return value
 
     async def read_shared(self) -> Shared:
-        """What Redis holds for every proxy sharing the key, once this process's counts are
-        written; CounterUnavailable if it can't be read. Waits as `read` does.
+        """Requests and responses by class in Redis once this process's counts (and resets)
+        are written; CounterUnavailable if they can't be read.
 
-        PLACEHOLDER of the endpoints branch: the request count alone, no response classes yet.
-        The data side of issue 12 replaces it with the counter and the classes in one trip.
+        One round trip when the write that took our counts brought the values back, else
+        one pipelined GET + HMGET. Waits as long as Redis is away: callers bound it.
         """
-        return Shared(await self.read())
+        if await self._write_through() and self.latest is not None:
+            return self.latest
+        try:
+            async with self._client.pipeline(transaction=False) as pipe:
+                pipe.get(self.key)
+                pipe.hmget(self._responses_key, [c.value for c in CodeClass])
+                raw, classes = await pipe.execute()
+        except Exception as e:
+            raise self._unavailable(self._classify(e)) from None
+        shared = parse_shared([raw, *classes])
+        if shared is None:
+            raise self._unavailable(not_an_integer(self.key))
+        self._answered()
+        self.latest = shared
+        return shared
+
+    async def _write_through(self) -> bool:
+        """Wait until every count and reset made so far is written; whether a write was needed."""
+        mark = self.ledger.mark()
+        if self.ledger.written_through(mark):
+            return False
+        while not self.ledger.written_through(mark):
+            if self.problem is None and not self._writing.locked():
+                # Writing here rather than waking the writer saves /status two trips
+                # through a busy event loop. Should it fail, the writer takes over.
+                with contextlib.suppress(Exception):
+                    await self._write_batch()
+            else:
+                self._hurry.set()
+                await self._progress.wait()
+        return True
+
+    def _unavailable(self, failure: Failure) -> CounterUnavailable:
+        self._read_failed = True
+        return CounterUnavailable(failure)
+
+    def _answered(self) -> None:
+        self._contacted = True
+        self._read_failed = False
 
     def _start(self) -> None:
         if self._task is None:
@@ -245,8 +353,8 @@ class RedisCounter:
 
     async def _write_until_retired(self) -> None:
         failures = 0
-        while self.phase is Phase.COUNTING or self.unwritten:
-            if not self.unwritten:
+        while self.phase is Phase.COUNTING or not self.ledger.idle:
+            if self.ledger.idle:
                 self._wake.clear()
                 await self._wake.wait()
                 continue
@@ -263,10 +371,11 @@ class RedisCounter:
         with contextlib.suppress(Exception):
             async with asyncio.timeout(CONNECT_TIMEOUT):
                 await self._client.aclose()
-        if self.unwritten:
+        if not self.ledger.idle:
             logger.warning(
                 f"{self.unwritten} counts could not be written to Redis at {redact(self.url)} "
-                f"and are lost: {self.problem or 'timed out'}"
+                f"and are lost, with {self.ledger.responses_unwritten} responses by class: "
+                f"{self.problem or 'timed out'}"
             )
         elif self._left_at_retirement:
             logger.info(
@@ -275,7 +384,9 @@ class RedisCounter:
             )
 
     def _args(self, batch: Batch) -> tuple[list[str], list[int]]:
-        return [self.key, self._writer_key], [batch.seq, batch.amount, WRITER_KEY_TTL]
+        keys = [self.key, self._writer_key, self._responses_key]
+        args = [batch.seq, batch.requests, WRITER_KEY_TTL, *batch.responses, int(batch.reset)]
+        return keys, args
 
     async def _write_batch(self) -> None:
         """Write the batch due, if any; one writer at a time, the background task or a reader."""
@@ -286,12 +397,22 @@ class RedisCounter:
             self._last_write = time.monotonic()
             keys, args = self._args(batch)
             try:
-                value = await self._apply(keys, args)
+                values = await self._apply(keys, args)
             except Exception as e:
                 self._failed(e)
                 raise
+            # Successful writes only: a failed one shows as redis_up 0, and a write timing
+            # out would put its 2.5 s in the histogram however fast Redis is.
+            STATS.redis_writes += 1
+            STATS.redis_write_duration.observe(time.monotonic() - self._last_write)
             self.ledger.ack(batch)
-            self._written_value = None if value is None else int(value)
+            if batch.reset:
+                logger.info(
+                    f"the counts under key {self.key!r} at {redact(self.url)} are reset to 0"
+                )
+            # A value that is not an integer leaves readers to report it.
+            self.latest = parse_shared(values)
+            self._answered()
             self._recovered()
             self._progress.set()
             self._progress = asyncio.Event()
@@ -319,6 +440,9 @@ class RedisCounter:
                 await self._closing.wait()
 
     def _classify(self, e: BaseException) -> Failure:
+        # The script's own refusal of a class that is not an integer (see APPLY_BATCH).
+        if isinstance(e, redis.ResponseError) and "hash value is not an integer" in str(e):
+            return not_an_integer(self._responses_key)
         return classify(e, self.key, tls=uses_tls(self.url))
 
     def _failed(self, e: BaseException) -> None:

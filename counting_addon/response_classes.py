@@ -13,6 +13,10 @@ class CodeClass(enum.Enum):
     C4XX = "4xx"
     C5XX = "5xx"
 
+    # Members are singletons compared by identity: hashing them by identity is equivalent, and
+    # in C, where Enum's own __hash__ is a Python call on each of the per-response dict updates.
+    __hash__ = object.__hash__
+
 
 # Indexed by the status code's first digit.
 _BY_DIGIT: tuple[CodeClass | None, ...] = (None, *CodeClass)

@@ -29,7 +29,7 @@ def test_two_reverse_listeners_share_one_counter(
         assert counter_of(second) == answered
     assert redis_client.get("counter") == str(answered).encode()
     # One process, one counter: a single writer id under the key.
-    assert len(redis_client.keys("counter:writer:*")) == 1
+    assert len(redis_client.keys("{counter}:writer:*")) == 1
 
 
 def test_regular_listener_beside_reverse_proxies_the_status_path(

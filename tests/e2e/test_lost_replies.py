@@ -1,4 +1,5 @@
-"""End to end: Redis killed outright while writes are in flight; the count stays exact."""
+"""End to end: Redis killed outright while writes are in flight; the count and the responses
+by class stay exact."""
 
 from __future__ import annotations
 
@@ -21,7 +22,8 @@ def test_redis_killed_mid_write_under_load_loses_and_doubles_nothing(
     on its way: the proxy never hears of it and resends the batch to the restarted Redis.
 
     The relay between proxy and Redis holds that reply back, so every kill loses one for
-    certain (tests/unit/test_redis_counter.py shows a plain INCRBY counting it twice).
+    certain (tests/unit/test_redis_counter.py shows the script without its sequence check
+    counting it twice, requests and classes).
     """
     server = start_redis(tmp_path / "redis", "--appendfsync", "always")
     relay = Relay(server.port)
@@ -47,6 +49,8 @@ def test_redis_killed_mid_write_under_load_loses_and_doubles_nothing(
         wait_for(lambda: counter_of(proxy.url) == results.ok, 30, f"counter == {results.ok}")
         with redis.Redis.from_url(server.url) as client:
             assert client.get("counter") == str(results.ok).encode()
+            # Every response was a 200, in the same batches: exact too.
+            assert client.hgetall("{counter}:responses") == {b"2xx": str(results.ok).encode()}
     finally:
         relay.stop()
         server.stop()

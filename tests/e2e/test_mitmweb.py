@@ -14,10 +14,12 @@ from dataclasses import dataclass
 
 import httpx
 import pytest
+import redis
 from mitmproxy.utils.emoji import emoji
 
+from tests.support.http_client import counter_of
 from tests.support.mitmweb import Web, start_web
-from tests.support.processes import ProxyFactory
+from tests.support.processes import ProxyFactory, wait_for
 from tests.support.upstream import PATTERN
 
 KiB = 1024
@@ -171,3 +173,26 @@ def test_streamed_bodies_are_kept_with_store_streamed_bodies(
         # The mitmproxy log says these were streamed, not buffered.
         assert proxy.output().count("Streaming response from") >= 3
         assert "Streaming request to" in proxy.output()
+
+
+def test_counter_commands_through_mitmwebs_command_api(web: Web, redis_client: redis.Redis) -> None:
+    """counter.get answers what the latest write brought back, counter.flush writes at once,
+    counter.reset zeroes the shared counts: as mitmweb's command bar calls them."""
+    proxy = web.proxy
+    assert web.command("counter.get") == -1  # nothing written yet (/status polls count none)
+    for code in (200, 404, 200):
+        assert httpx.get(f"{proxy.url}/code/{code}", timeout=10).status_code == code
+    assert web.command("counter.flush") is None
+    wait_for(lambda: web.command("counter.get") == 3, 15, "counter.get == 3")
+    wait_for(
+        lambda: redis_client.hgetall("{counter}:responses") == {b"2xx": b"2", b"4xx": b"1"},
+        15,
+        "the classes in Redis",
+    )
+    assert web.command("counter.reset") is None
+    wait_for(lambda: redis_client.get("counter") == b"0", 15, "the counter reset to 0")
+    assert redis_client.exists("{counter}:responses") == 0
+    assert web.command("counter.get") == 0
+    assert httpx.get(f"{proxy.url}/after", timeout=10).status_code == 200
+    assert counter_of(proxy.url) == 1
+    assert redis_client.hgetall("{counter}:responses") == {b"2xx": b"1"}

@@ -26,7 +26,7 @@ from tests.support.http_client import (
 )
 from tests.support.load import bounded_load, ms
 from tests.support.processes import Proxy, ProxyFactory, lines_with, wait_for
-from tests.support.redis_admin import script_calls, stored
+from tests.support.redis_admin import admin_of, script_calls, stored
 
 UNREACHABLE = "Redis unreachable"
 BACK = "Redis is back"
@@ -122,6 +122,9 @@ def test_redis_stopped_under_load_then_back(
 
     poll_status(p.url, counter_is(results.ok), RECOVERY, f"counter == {results.ok}")
     assert stored(own_redis) == str(results.ok).encode()
+    # The responses (all 200s) waited through the outage with the requests, and landed once.
+    with admin_of(own_redis) as client:
+        assert client.hgetall("{counter}:responses") == {b"2xx": str(results.ok).encode()}
 
     unreachable = lines_with(p, UNREACHABLE)
     back = lines_with(p, BACK)

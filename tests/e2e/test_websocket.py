@@ -109,7 +109,7 @@ def test_counted_once_per_upgrade_never_per_message(
     start_proxy: ProxyFactory, upstream: str, redis_url: str, redis_client: redis.Redis
 ) -> None:
     """50 messages on one connection count 1; five more connections, open at once and busy,
-    count exactly one each."""
+    count exactly one each, and one 1xx response each."""
     p = start_proxy(upstream, redis_url)
     with websocket(p) as ws:
         for i in range(50):
@@ -124,8 +124,10 @@ def test_counted_once_per_upgrade_never_per_message(
             for n, ws in enumerate(connections):
                 echo(ws, f"connection {n} round {round_}")
         assert counter_of(p.url) == 6
-    assert counter_of(p.url) == 6
+    assert counter_of(p.url) == 6  # has the proxy write its responses too
     assert redis_client.get("counter") == b"6"
+    # Each upgrade's 101 is a 1xx response, counted once; messages are no responses.
+    assert redis_client.hgetall("{counter}:responses") == {b"1xx": b"6"}
 
 
 def test_open_websocket_does_not_hold_back_other_counts(

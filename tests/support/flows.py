@@ -38,6 +38,4 @@ async def request_hook(endpoints: Endpoints, f: http.HTTPFlow) -> None:
 
 
 def all_hooks(proxy: CountingProxy, f: http.HTTPFlow) -> None:
-    for addon in proxy.addons:
-        if hook := getattr(addon, "requestheaders", None):
-            hook(f)
+    proxy.requestheaders(f)

@@ -51,12 +51,25 @@ class Web:
         return r.content
 
     def set_options(self, **values: str) -> None:
-        """As mitmweb's option editor does: PUT /options, with tornado's XSRF cookie and header
-        (any value, as long as the two match)."""
+        """As mitmweb's option editor does: PUT /options."""
+        r = self.api.put("/options", json=values, headers=self._xsrf())
+        assert r.status_code == 200, r.text
+
+    def command(self, name: str, *arguments: str) -> object:
+        """As mitmweb's command bar does: POST /commands/<name>; the command's value."""
+        r = self.api.post(
+            f"/commands/{name}", json={"arguments": list(arguments)}, headers=self._xsrf()
+        )
+        assert r.status_code == 200, r.text
+        answer = r.json()
+        assert "error" not in answer, answer
+        return answer["value"]
+
+    def _xsrf(self) -> dict[str, str]:
+        """Tornado's XSRF cookie and header: any value, as long as the two match."""
         xsrf = "0123456789abcdef"
         self.api.cookies.set("_mitmproxy_xsrf", xsrf)
-        r = self.api.put("/options", json=values, headers={"X-XSRFToken": xsrf})
-        assert r.status_code == 200, r.text
+        return {"X-XSRFToken": xsrf}
 
 
 @contextmanager

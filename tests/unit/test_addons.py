@@ -13,6 +13,8 @@ from mitmproxy.flow import Error
 from mitmproxy.test import taddons, tutils
 
 from counting_addon import CountingProxy, StreamBodies
+from counting_addon.process_stats import STATS
+from counting_addon.response_classes import CodeClass, no_responses
 from tests.support.flows import REVERSE, all_hooks, flow, request_hook
 from tests.support.processes import free_port
 
@@ -44,6 +46,7 @@ class TestOptions:
             ("counter_redis_url", "redis://:pw@localhost:6379/0?retry=0"),
             ("counter_key", ""),
             ("counter_key", "bad\nkey"),
+            ("counter_key", "a}b"),  # no key beside it could share its Cluster slot
             ("counter_status_path", "status"),
             ("counter_status_path", "/status?x=1"),
             ("counter_status_path", "/sta tus"),
@@ -211,6 +214,38 @@ class TestCounting:
             all_hooks(proxy, flow())
             await proxy.counting.done()
         assert redis_client.mget("counter", "other") == [b"1", b"1"]
+
+
+class TestResponses:
+    async def test_each_counted_flow_adds_its_class_once_and_this_process_figures(
+        self, redis_url: str, redis_client: redis.Redis
+    ) -> None:
+        before = (STATS.requests, dict(STATS.responses), sum(STATS.request_duration.counts))
+        proxy = CountingProxy()
+        with taddons.context(Proxyserver(), proxy) as tctx:
+            tctx.configure(proxy.counting, counter_redis_url=redis_url)
+            ok, upstream_down, status, refused = flow(), flow(), flow("/status"), flow()
+            refused.error = Error("Received an invalid request")  # as check_invalid() does
+            for f in (ok, upstream_down, status, refused):
+                all_hooks(proxy, f)
+            ok.response = tutils.tresp(status_code=204)
+            ok.response.timestamp_end = ok.request.timestamp_start + 0.02
+            proxy.counting.response(ok)
+            upstream_down.error = Error("Connect call failed")
+            proxy.counting.error(upstream_down)
+            await request_hook(proxy.status, status)
+            proxy.counting.response(status)
+            proxy.counting.error(refused)
+            counter = proxy.counting.counter
+            assert counter is not None
+            shared = await counter.read_shared()
+            await proxy.counting.done()
+        assert shared.requests == 2
+        assert shared.responses == no_responses() | {CodeClass.C2XX: 1, CodeClass.C5XX: 1}
+        assert redis_client.hgetall("{counter}:responses") == {b"2xx": b"1", b"5xx": b"1"}
+        assert STATS.requests - before[0] == 2
+        assert {c: STATS.responses[c] - before[1][c] for c in CodeClass} == shared.responses
+        assert sum(STATS.request_duration.counts) - before[2] == 2
 
 
 class TestStatus:

@@ -5,13 +5,14 @@ from __future__ import annotations
 import pytest
 
 from counting_addon.ledger import Batch, Ledger
+from counting_addon.response_classes import CodeClass
 
 
 def test_counts_accumulate_into_one_batch() -> None:
     ledger = Ledger()
     for _ in range(5):
         ledger.add()
-    assert ledger.next_batch() == Batch(seq=1, amount=5)
+    assert ledger.next_batch() == Batch(seq=1, requests=5)
     assert (ledger.pending, ledger.unwritten) == (0, 5)
 
 
@@ -36,7 +37,7 @@ def test_ack_moves_on_to_a_new_sequence_number() -> None:
     ledger.add(2)
     ledger.ack(first)
     assert ledger.acknowledged == 3
-    assert ledger.next_batch() == Batch(seq=2, amount=2)
+    assert ledger.next_batch() == Batch(seq=2, requests=2)
 
 
 def test_sequence_numbers_only_grow_on_new_batches() -> None:
@@ -57,7 +58,7 @@ def test_ack_of_a_batch_not_in_flight_is_refused() -> None:
     ledger.add()
     ledger.next_batch()
     with pytest.raises(ValueError):
-        ledger.ack(Batch(seq=7, amount=1))
+        ledger.ack(Batch(seq=7, requests=1))
     assert ledger.unwritten == 1
 
 
@@ -72,3 +73,76 @@ def test_written_through_a_mark() -> None:
     ledger.ack(batch)
     assert ledger.written_through(mark)
     assert ledger.unwritten == 1
+
+
+def test_responses_go_in_the_batch_with_the_requests() -> None:
+    ledger = Ledger()
+    ledger.add(3)
+    for code_class in (CodeClass.C2XX, CodeClass.C2XX, CodeClass.C4XX, CodeClass.C1XX):
+        ledger.add_response(code_class)
+    assert ledger.next_batch() == Batch(seq=1, requests=3, responses=(1, 2, 0, 1, 0))
+    assert (ledger.unwritten, ledger.responses_unwritten) == (3, 4)
+
+
+def test_a_batch_of_responses_alone() -> None:
+    """A response arrives after its request's count was written."""
+    ledger = Ledger()
+    ledger.add_response(CodeClass.C5XX)
+    batch = ledger.next_batch()
+    assert batch == Batch(seq=1, requests=0, responses=(0, 0, 0, 0, 1))
+    ledger.ack(batch)
+    assert ledger.idle
+    assert ledger.responses_acknowledged == 1
+
+
+def test_a_batch_with_responses_is_resent_unchanged() -> None:
+    ledger = Ledger()
+    ledger.add()
+    ledger.add_response(CodeClass.C3XX)
+    first = ledger.next_batch()
+    ledger.add_response(CodeClass.C3XX)  # while the first batch's reply is outstanding
+    assert ledger.next_batch() == first
+    assert ledger.pending_responses[CodeClass.C3XX] == 1
+
+
+def test_reset_drops_what_is_pending_and_follows_the_batch_in_flight() -> None:
+    ledger = Ledger()
+    ledger.add(2)
+    sent = ledger.next_batch()
+    assert sent is not None
+    ledger.add(5)
+    ledger.add_response(CodeClass.C2XX)
+    ledger.request_reset()
+    mark = ledger.mark()  # the reset's: written once Redis applied the reset
+    assert (ledger.unwritten, ledger.responses_unwritten) == (2, 0)
+    assert ledger.next_batch() == sent  # resent as it was: the reset zeroes it anyway
+    ledger.add()  # after the reset: written after it
+    ledger.ack(sent)
+    assert not ledger.written_through(mark)  # the reset is not written yet
+    reset = ledger.next_batch()
+    assert reset == Batch(seq=2, requests=0, reset=True)
+    ledger.ack(reset)
+    assert ledger.written_through(mark)
+    assert ledger.next_batch() == Batch(seq=3, requests=1)
+
+
+def test_resets_before_a_write_make_one_batch() -> None:
+    ledger = Ledger()
+    ledger.request_reset()
+    ledger.request_reset()
+    reset = ledger.next_batch()
+    assert reset == Batch(seq=1, requests=0, reset=True)
+    ledger.ack(reset)
+    assert ledger.idle
+    assert ledger.next_batch() is None
+
+
+def test_idle_only_once_every_count_and_reset_is_written() -> None:
+    ledger = Ledger()
+    assert ledger.idle
+    ledger.add_response(CodeClass.C2XX)
+    assert not ledger.idle
+    batch = ledger.next_batch()
+    assert batch is not None and not ledger.idle
+    ledger.ack(batch)
+    assert ledger.idle

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 import redis
@@ -19,7 +20,8 @@ from counting_addon.redis_counter import (
     RedisCounter,
     client_options,
 )
-from tests.support.processes import free_port, wait_for
+from counting_addon.response_classes import CodeClass, Shared, no_responses
+from tests.support.processes import free_port, start_redis, wait_for
 from tests.support.redis_admin import script_calls
 from tests.support.relay import Relay
 
@@ -46,22 +48,60 @@ async def test_counts_made_at_once_go_in_one_write(
     assert script_calls(redis_client) - before <= 2
 
 
+WRITER = "{counter}:writer:test"
+RESPONSES = "{counter}:responses"
+KEYS = ["counter", WRITER, RESPONSES]
+
+
+def batch_args(seq: int, requests: int, *responses: int, reset: bool = False) -> list[int]:
+    """The script's ARGV: sequence number, requests, the writer key's lifetime, the five
+    classes (1xx first, missing ones 0), the reset flag."""
+    return [seq, requests, 60, *responses, *[0] * (5 - len(responses)), int(reset)]
+
+
 def test_the_write_script_applies_each_sequence_number_once(redis_client: redis.Redis) -> None:
     apply = redis_client.register_script(APPLY_BATCH)
-    writer = "counter:writer:test"
-    assert apply(["counter", writer], [1, 5, 60]) == b"5"
-    assert apply(["counter", writer], [1, 5, 60]) == b"5"  # the same batch resent: not applied
-    assert apply(["counter", writer], [2, 3, 60]) == b"8"
-    assert apply(["counter", writer], [1, 5, 60]) == b"8"
+    assert apply(KEYS, batch_args(1, 5, 0, 4, 1))[:3] == [b"5", None, b"4"]
+    # The same batch resent: not applied.
+    assert apply(KEYS, batch_args(1, 5, 0, 4, 1)) == [b"5", None, b"4", b"1", None, None]
+    assert apply(KEYS, batch_args(2, 3, 0, 0, 0, 0, 2)) == [b"8", None, b"4", b"1", None, b"2"]
+    assert apply(KEYS, batch_args(1, 5, 0, 4, 1))[0] == b"8"
     assert redis_client.get("counter") == b"8"
-    assert 0 < redis_client.ttl(writer) <= 60
+    assert redis_client.hgetall(RESPONSES) == {b"2xx": b"4", b"3xx": b"1", b"5xx": b"2"}
+    assert 0 < redis_client.ttl(WRITER) <= 60
 
 
 def test_writers_are_independent(redis_client: redis.Redis) -> None:
     apply = redis_client.register_script(APPLY_BATCH)
-    apply(["counter", "counter:writer:a"], [1, 5, 60])
-    apply(["counter", "counter:writer:b"], [1, 2, 60])
+    apply(["counter", "{counter}:writer:a", RESPONSES], batch_args(1, 5, 0, 5))
+    apply(["counter", "{counter}:writer:b", RESPONSES], batch_args(1, 2, 0, 1, 0, 1))
     assert redis_client.get("counter") == b"7"
+    assert redis_client.hgetall(RESPONSES) == {b"2xx": b"6", b"4xx": b"1"}
+
+
+def test_a_class_that_is_not_an_integer_fails_the_batch_before_any_write(
+    redis_client: redis.Redis,
+) -> None:
+    """A script failing halfway keeps what it wrote, and the resend would write it again."""
+    apply = redis_client.register_script(APPLY_BATCH)
+    redis_client.hset(RESPONSES, "4xx", "abc")
+    with pytest.raises(redis.ResponseError, match="not an integer"):
+        apply(KEYS, batch_args(1, 5, 0, 2, 0, 1))
+    assert redis_client.get("counter") is None
+    assert redis_client.hget(RESPONSES, "2xx") is None
+    assert redis_client.get(WRITER) is None
+    # Classes the batch does not touch may hold anything.
+    assert apply(KEYS, batch_args(1, 5, 0, 2))[:3] == [b"5", None, b"2"]
+
+
+def test_a_reset_batch_zeroes_the_counter_and_every_class_once(redis_client: redis.Redis) -> None:
+    apply = redis_client.register_script(APPLY_BATCH)
+    apply(KEYS, batch_args(1, 5, 1, 2, 3, 4, 5))
+    assert apply(KEYS, batch_args(2, 0, reset=True)) == [b"0", None, None, None, None, None]
+    assert apply(KEYS, batch_args(3, 2, 0, 2)) == [b"2", None, b"2", None, None, None]
+    # The reset resent (its reply lost) is not applied again: later counts stay.
+    assert apply(KEYS, batch_args(2, 0, reset=True))[:3] == [b"2", None, b"2"]
+    assert redis_client.get("counter") == b"2"
 
 
 async def test_close_writes_what_is_pending(redis_url: str, redis_client: redis.Redis) -> None:
@@ -88,6 +128,141 @@ async def test_close_resends_a_batch_whose_reply_was_lost(
     counter.add()
     assert await counter.close(2.0) == 0
     assert redis_client.get("counter") == b"3"
+
+
+async def test_responses_by_class_reach_redis_in_the_requests_batch(
+    redis_url: str, redis_client: redis.Redis
+) -> None:
+    before = script_calls(redis_client)
+    counter = RedisCounter(redis_url, "counter")
+    for code_class in [*[CodeClass.C2XX] * 3, CodeClass.C1XX, CodeClass.C5XX]:
+        counter.add()
+        counter.add_response(code_class)
+    expected = no_responses() | {CodeClass.C1XX: 1, CodeClass.C2XX: 3, CodeClass.C5XX: 1}
+    assert await counter.read_shared() == Shared(5, expected)
+    assert counter.latest == Shared(5, expected)
+    # One batch; a second call only if the script had to be loaded first.
+    assert script_calls(redis_client) - before <= 2
+    assert redis_client.hgetall("{counter}:responses") == {b"1xx": b"1", b"2xx": b"3", b"5xx": b"1"}
+    assert await counter.close(1.0) == 0
+
+
+async def test_read_shared_with_nothing_pending_reads_in_one_round_trip(
+    redis_url: str, redis_client: redis.Redis
+) -> None:
+    redis_client.set("counter", 2**53 + 1)
+    redis_client.hset("{counter}:responses", mapping={"2xx": 2**63 - 1, "4xx": 3})
+    counter = RedisCounter(redis_url, "counter")
+    assert counter.latest is None
+    shared = await counter.read_shared()
+    assert shared.requests == 2**53 + 1
+    assert shared.responses == no_responses() | {CodeClass.C2XX: 2**63 - 1, CodeClass.C4XX: 3}
+    assert counter.latest == shared
+    assert counter.redis_up
+    redis_client.hset("{counter}:responses", "3xx", "x")
+    with pytest.raises(CounterUnavailable, match="not an integer"):
+        await counter.read_shared()
+    assert not counter.redis_up
+    counter.add_response(CodeClass.C3XX)
+    with pytest.raises(TimeoutError):
+        async with asyncio.timeout(1.0):
+            await counter.read_shared()
+    assert counter.problem is not None and counter.problem.kind is FailureKind.NOT_AN_INTEGER
+    assert "'{counter}:responses' is not an integer" in str(counter.problem)
+    redis_client.hset("{counter}:responses", "3xx", 7)  # fixed: the count lands
+    async with asyncio.timeout(10):
+        assert (await counter.read_shared()).responses[CodeClass.C3XX] == 8
+    assert await counter.close(1.0) == 0
+
+
+async def test_classes_count_exactly_past_two_to_the_53(
+    redis_url: str, redis_client: redis.Redis
+) -> None:
+    start = 2**53 + 1
+    redis_client.hset("{counter}:responses", "2xx", start)
+    counter = RedisCounter(redis_url, "counter")
+    for _ in range(2):
+        counter.add_response(CodeClass.C2XX)
+    assert (await counter.read_shared()).responses[CodeClass.C2XX] == start + 2
+    assert redis_client.hget("{counter}:responses", "2xx") == str(start + 2).encode()
+    assert await counter.close(1.0) == 0
+
+
+async def test_redis_up_only_after_a_contact_and_until_a_write_fails(tmp_path: Path) -> None:
+    server = start_redis(tmp_path)
+    try:
+        counter = RedisCounter(server.url, "counter")
+        assert not counter.redis_up  # never in contact
+        counter.add()
+        async with asyncio.timeout(10):
+            assert (await counter.read_shared()).requests == 1
+        assert counter.redis_up
+        server.stop()
+        counter.add()
+        with pytest.raises(TimeoutError):
+            async with asyncio.timeout(1.0):
+                await counter.read_shared()
+        assert not counter.redis_up
+        server.start()
+        async with asyncio.timeout(15):
+            assert (await counter.read_shared()).requests == 2
+        assert counter.redis_up
+        assert await counter.close(1.0) == 0
+    finally:
+        server.stop()
+
+
+async def test_reset_zeroes_the_shared_counts_and_drops_the_pending_ones(
+    redis_url: str, redis_client: redis.Redis
+) -> None:
+    redis_client.set("counter", 40)
+    redis_client.hset("{counter}:responses", mapping={"2xx": 30, "5xx": 10})
+    counter = RedisCounter(redis_url, "counter")
+    counter.add()
+    counter.add_response(CodeClass.C2XX)
+    counter.reset()  # the count above was not sent: it goes with the rest
+    assert counter.unwritten == 0
+    assert await counter.read_shared() == Shared(0)
+    assert redis_client.get("counter") == b"0"
+    assert redis_client.exists("{counter}:responses") == 0
+    counter.add()
+    counter.add_response(CodeClass.C4XX)
+    assert (await counter.read_shared()).responses[CodeClass.C4XX] == 1
+    assert redis_client.get("counter") == b"1"
+    assert await counter.close(1.0) == 0
+
+
+async def test_reset_comes_after_the_batch_in_flight(
+    redis_url: str, redis_client: redis.Redis
+) -> None:
+    """A batch sent before the reset (here: applied, its reply lost) is zeroed by it, and not
+    applied again when resent."""
+    counter = RedisCounter(redis_url, "counter")
+    for _ in range(3):
+        counter.add()
+    batch = counter.ledger.next_batch()
+    assert batch is not None
+    redis_client.register_script(APPLY_BATCH)(*counter._args(batch))
+    counter.reset()
+    counter.add()
+    assert await counter.read() == 1
+    assert await counter.close(1.0) == 0
+    assert redis_client.get("counter") == b"1"
+
+
+async def test_flush_writes_at_once_inside_the_interval(
+    redis_url: str, redis_client: redis.Redis
+) -> None:
+    counter = RedisCounter(redis_url, "counter")
+    counter.add()
+    assert await counter.read() == 1  # a write just now: the next one would wait the interval
+    counter.add()
+    counter.flush()
+    # Polled from a thread: the writer needs this event loop.
+    await asyncio.to_thread(
+        wait_for, lambda: redis_client.get("counter") == b"2", 5, "the flushed count in Redis"
+    )
+    assert await counter.close(1.0) == 0
 
 
 async def test_unreachable_redis_keeps_counts_pending() -> None:
@@ -123,18 +298,23 @@ async def test_non_integer_value_is_reported_and_not_overwritten(
     assert await counter.close(0.5) == 1
 
 
+SEQUENCE_CHECK = "tonumber(ARGV[1]) > tonumber(redis.call('GET', KEYS[2]) or '0')"
+assert SEQUENCE_CHECK in APPLY_BATCH
+
+
 class CountsTwiceOnResend(RedisCounter):
-    """The write path without its sequence check: a plain INCRBY, as the predecessor did."""
+    """The write script without its sequence check, which then applies every batch it gets."""
 
-    apply_batch = "return redis.call('INCRBY', KEYS[1], ARGV[2])"
+    apply_batch = APPLY_BATCH.replace(SEQUENCE_CHECK, "true")
 
 
-async def count_through_lost_reply(counter: RedisCounter, relay: Relay) -> int:
+async def count_through_lost_reply(counter: RedisCounter, relay: Relay) -> Shared:
     relay.lose_next_write_reply(then="drop")
-    for _ in range(5):
+    for code_class in [*[CodeClass.C2XX] * 3, *[CodeClass.C4XX] * 2]:
         counter.add()
+        counter.add_response(code_class)
     async with asyncio.timeout(10):
-        value = await counter.read()
+        value = await counter.read_shared()
     assert relay.lost_replies == 1
     assert await counter.close(1.0) == 0
     return value
@@ -161,14 +341,24 @@ async def test_a_lost_reply_is_resent_and_counted_once(
     relay: Relay, redis_client: redis.Redis, counter_class: type[RedisCounter], expected: int
 ) -> None:
     counter = counter_class(f"redis://127.0.0.1:{relay.port}/0", "counter")
-    assert await count_through_lost_reply(counter, relay) == expected
+    shared = await count_through_lost_reply(counter, relay)
+    times = expected // 5
+    assert shared.requests == expected
+    assert shared.responses[CodeClass.C2XX] == 3 * times
+    assert shared.responses[CodeClass.C4XX] == 2 * times
     assert redis_client.get("counter") == str(expected).encode()
+    assert redis_client.hgetall("{counter}:responses") == {
+        b"2xx": str(3 * times).encode(),
+        b"4xx": str(2 * times).encode(),
+    }
 
 
 async def test_counts_wait_while_redis_is_down_and_land_when_it_is_back(
     counts_pending: tuple[EmbeddedRedis, RedisCounter],
 ) -> None:
     server, counter = counts_pending
+    for code_class in (CodeClass.C2XX, CodeClass.C2XX, CodeClass.C5XX):
+        counter.add_response(code_class)
     with pytest.raises(TimeoutError):
         async with asyncio.timeout(1.0):
             await counter.read()
@@ -178,7 +368,11 @@ async def test_counts_wait_while_redis_is_down_and_land_when_it_is_back(
     async with asyncio.timeout(15):
         assert await counter.read() == 5
     assert counter.problem is None
+    shared = await counter.read_shared()
+    assert (shared.responses[CodeClass.C2XX], shared.responses[CodeClass.C5XX]) == (2, 1)
     assert await counter.close(1.0) == 0
+    with redis.Redis.from_url(server.url) as client:
+        assert client.hgetall("{counter}:responses") == {b"2xx": b"2", b"5xx": b"1"}
 
 
 async def test_a_reader_writes_the_counts_itself(redis_url: str, redis_client: redis.Redis) -> None:

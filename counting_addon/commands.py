@@ -1,0 +1,61 @@
+"""mitmproxy commands on the shared counter: counter.get, counter.reset, counter.flush.
+
+mitmproxy calls a command synchronously on its event loop and uses its return value at once,
+so none of them waits on Redis: each reads what this process already knows, or hands the work
+to the counter's writer, which does it in order with its batches.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any, TypeVar, cast
+
+from mitmproxy import command
+
+if TYPE_CHECKING:
+    from counting_addon.counting import CountRequests
+    from counting_addon.redis_counter import RedisCounter
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+def declared(name: str) -> Callable[[F], F]:
+    """mitmproxy's `@declared(name)`, typed (mitmproxy's decorator is not)."""
+    return cast(Callable[[F], F], command.command(name))
+
+
+# What counter.get answers while no write or read has brought a value back.
+UNKNOWN = -1
+
+
+class CounterCommands:
+    def __init__(self, counting: CountRequests) -> None:
+        self.counting = counting
+
+    def _counter(self) -> RedisCounter:
+        counter = self.counting.counter
+        assert counter, "configure() runs before any command"
+        return counter
+
+    @declared("counter.get")
+    def get(self) -> int:
+        """The shared request count as of this process's latest write to Redis (every write
+        brings it back; the command never waits on Redis, so it may lag behind other
+        proxies' counts and this process's last ~100 ms). -1 until a first write (or a read
+        of all the shared counts) brings a value back."""
+        latest = self._counter().latest
+        return UNKNOWN if latest is None else latest.requests
+
+    @declared("counter.reset")
+    def reset(self) -> None:
+        """DESTRUCTIVE: sets the shared request count and every shared response class in
+        Redis back to 0, for every proxy sharing the key. This process's counts not yet
+        written are dropped with them; later ones count from 0. Runs in the background, in
+        order with the writes (retried while Redis is away)."""
+        self._counter().reset()
+
+    @declared("counter.flush")
+    def flush(self) -> None:
+        """Writes this process's pending counts to Redis now rather than within ~100 ms, in
+        the background (the command returns at once)."""
+        self._counter().flush()

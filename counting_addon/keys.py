@@ -1,0 +1,44 @@
+"""The names of the Redis keys the product writes beside the counter.
+
+Every one shares the counter key's Redis Cluster hash slot, so that one script can touch them
+all there too: a key with a hash tag (`{...}`, non-empty) is used as the prefix as it is,
+any other key is wrapped in braces, which makes the whole of it the tag. The counter key
+itself keeps its name.
+"""
+
+from __future__ import annotations
+
+
+def hash_tag(key: str) -> str | None:
+    """The part of `key` Redis Cluster hashes, when it is not the whole key: between the first
+    `{` and the first `}` after it, if that is not empty."""
+    start = key.find("{")
+    if start == -1:
+        return None
+    end = key.find("}", start + 1)
+    if end == -1 or end == start + 1:
+        return None
+    return key[start + 1 : end]
+
+
+def check_key(key: str) -> None:
+    """Refuse a key whose slot no other key can be made to share: braces can't wrap a `}`."""
+    if hash_tag(key) is None and "}" in key:
+        raise ValueError(
+            f"{key!r} has a '}}' but no hash tag, so the keys beside it could not share its "
+            "Redis Cluster slot: remove the '}' or give the key a tag, e.g. '{counter}'"
+        )
+
+
+def _prefix(key: str) -> str:
+    return key if hash_tag(key) is not None else f"{{{key}}}"
+
+
+def responses_key(key: str) -> str:
+    """The hash of responses by class, fields `1xx`..`5xx`, beside counter `key`."""
+    return f"{_prefix(key)}:responses"
+
+
+def writer_key(key: str, writer: str) -> str:
+    """The last batch number applied for one writer (one counter in one process)."""
+    return f"{_prefix(key)}:writer:{writer}"
