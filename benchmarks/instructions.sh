@@ -2,8 +2,12 @@
 # The cost of counting without the noise of a shared machine: valgrind (callgrind) counts the
 # instructions mitmdump executes for N proxied requests (after a warm-up), bare and with the
 # addon. Instruction counts repeat to within a fraction of a percent, unlike requests/s.
-#   benchmarks/instructions.sh            (after scripts/test or scripts/bench; needs valgrind)
+#   benchmarks/instructions.sh [LOAD]     (after scripts/test or scripts/bench; needs valgrind)
+# LOAD: http1 (default) sequential HTTP/1.1 GETs on one connection; h2-http1 and h2-h2: h2load
+# over TLS (one connection, 10 streams in flight) toward an HTTP/1.1 origin, or toward nginx
+# speaking h2 over TLS (needs h2load and nginx).
 set -euo pipefail
+LOAD=${1:-http1}
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 BIN="$ROOT/.venv/bin"
 N=${N:-200}
@@ -23,35 +27,76 @@ for _ in range(int(sys.argv[2])):
 PY
 }
 
+h2() {  # h2 PORT COUNT: one TLS connection speaking h2, 10 streams in flight
+    local out
+    out=$(h2load -n "$2" -c 1 -m 10 "https://127.0.0.1:$1/")
+    grep -q "Application protocol: h2" <<< "$out" && grep -q "$2 succeeded" <<< "$out"
+}
+
 origin=$(port); "$BIN/python" "$ROOT/tests/support/upstream.py" "$origin" > "$work/origin.log" 2>&1 & pids+=($!)
+upstream="http://127.0.0.1:$origin"
+case "$LOAD" in
+    http1) load=requests ;;
+    h2-http1) load=h2 ;;
+    h2-h2)
+        load=h2
+        openssl req -x509 -newkey rsa:2048 -nodes -days 2 -subj /CN=127.0.0.1 \
+            -keyout "$work/key.pem" -out "$work/cert.pem" 2> /dev/null
+        origin=$(port)
+        mkdir -p "$work/nginx"
+        cat > "$work/nginx.conf" <<CONF
+daemon off; worker_processes 1; pid $work/nginx.pid; error_log $work/nginx/error.log warn;
+events {}
+http {
+    access_log off; client_body_temp_path $work/nginx; proxy_temp_path $work/nginx;
+    fastcgi_temp_path $work/nginx; uwsgi_temp_path $work/nginx; scgi_temp_path $work/nginx;
+    server {
+        listen 127.0.0.1:$origin ssl http2;
+        ssl_certificate $work/cert.pem; ssl_certificate_key $work/key.pem;
+        location / { default_type text/plain; return 200 "ok\n"; }
+    }
+}
+CONF
+        nginx -c "$work/nginx.conf" -e "$work/nginx/error.log" & pids+=($!)
+        upstream="https://127.0.0.1:$origin"
+        ;;
+    *) echo "unknown load $LOAD: http1, h2-http1 or h2-h2" >&2; exit 2 ;;
+esac
 redis=$(port); "$BIN/redis-server" --port "$redis" --save "" --appendonly no > "$work/redis.log" 2>&1 & pids+=($!)
 echo "addons = []" > "$work/empty.py"
 sleep 1
 
+evalshas() {  # the batch scripts Redis has run so far
+    "$BIN/redis-cli" -p "$redis" info commandstats | awk -F'[=,]' '/^cmdstat_evalsha:/ { print $2; f=1 } END { if (!f) print 0 }'
+}
+
 measure() {  # measure NAME mitmdump-arguments...
-    local name=$1 p pid out; shift
+    local name=$1 p pid out writes; shift
     p=$(port)
     valgrind --tool=callgrind --callgrind-out-file="$work/$name.%p" "$BIN/python" "$BIN/mitmdump" \
-        -q --listen-host 127.0.0.1 -p "$p" --mode "reverse:http://127.0.0.1:$origin" \
-        --set confdir="$work/confdir" "$@" > "$work/$name.log" 2>&1 &
+        -q --listen-host 127.0.0.1 -p "$p" --mode "reverse:$upstream" \
+        --set confdir="$work/confdir" --set ssl_insecure=true "$@" > "$work/$name.log" 2>&1 &
     pid=$!; pids+=($pid)
     for _ in $(seq 300); do requests "$p" 1 2>/dev/null && break; sleep 1; done
-    requests "$p" 20
+    $load "$p" 20
     callgrind_control -z "$pid" > /dev/null
-    requests "$p" "$N"
+    writes=$(evalshas)
+    $load "$p" "$N"
     callgrind_control -d "$pid" > /dev/null
+    writes=$(( $(evalshas) - writes ))
     sleep 1
     out=$(grep -h '^summary' "$work/$name.$pid".1 | awk '{print $2}')
     kill "$pid"
-    echo "$name $out"
+    echo "$name $out $writes"
 }
 
-echo "instructions for $N requests (this takes a few minutes)" >&2
+echo "instructions for $N requests, $LOAD (this takes a few minutes)" >&2
 {
     measure bare
     measure empty_script -s "$work/empty.py"
-    measure counting_addon_hooks -s "$ROOT/counting_addon/addon.py" --set counter_redis_url=redis://127.0.0.1:1/0
+    measure counting_addon_hooks -s "$ROOT/benchmarks/held_writes_addon.py" \
+        --set "counter_redis_url=redis://127.0.0.1:$redis/0" --set counter_key=held
     measure counting_addon -s "$ROOT/counting_addon/addon.py" --set "counter_redis_url=redis://127.0.0.1:$redis/0"
 } | awk -v n="$N" '
     NR == 1 { bare = $2 }
-    { printf "%-22s %8.3f M instructions/request  %+6.2f%% vs bare\n", $1, $2 / n / 1e6, ($2 - bare) / bare * 100 }'
+    { printf "%-22s %8.3f M instructions/request  %+6.2f%% vs bare  %.3f Redis writes/request\n", $1, $2 / n / 1e6, ($2 - bare) / bare * 100, $3 / n }'
