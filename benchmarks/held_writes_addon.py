@@ -11,4 +11,4 @@ from counting_addon import CountingProxy, redis_counter
 
 redis_counter.WRITE_INTERVAL = 3600.0
 
-addons = CountingProxy().addons
+addons = [CountingProxy()]

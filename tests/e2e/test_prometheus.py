@@ -62,10 +62,6 @@ def test_prometheus_scrapes_the_shared_count(proxy: Proxy, tmp_path: Path) -> No
             prometheus.query(promql)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="response classes and this process's figures land with the data side of issue 12",
-)
 def test_prometheus_gets_responses_by_class(proxy: Proxy, tmp_path: Path) -> None:
     with scraping(proxy, tmp_path) as prometheus:
         send(proxy.url, "/ok", 4)

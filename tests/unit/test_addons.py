@@ -233,7 +233,7 @@ class TestResponses:
             proxy.counting.response(ok)
             upstream_down.error = Error("Connect call failed")
             proxy.counting.error(upstream_down)
-            await request_hook(proxy.status, status)
+            await request_hook(proxy.endpoints, status)
             proxy.counting.response(status)
             proxy.counting.error(refused)
             counter = proxy.counting.counter
