@@ -56,7 +56,7 @@ def test_prometheus_scrapes_the_shared_count(proxy: Proxy, tmp_path: Path) -> No
         prometheus.poll("max_over_time(counting_addon_shared_requests_total[5m])", 7)
         send(proxy.url, "/more", 3)
         prometheus.poll("counting_addon_shared_requests_total", 10)
-        # The README's queries run (whatever their value: the classes come with the data side).
+        # The README's queries run (their values are checked by the test below and in-process).
         prometheus.poll("max(counting_addon_shared_requests_total)", 10)
         for promql in README_QUERIES:
             prometheus.query(promql)
