@@ -29,10 +29,11 @@ __all__ = [
 ]
 
 
-class CountingProxy:
+class CountingProxy(CounterCommands):
     """The whole addon: the proxy's own endpoints (/status, /metrics) and who may ask them, the
-    request and response counter and its commands, body streaming and the framing of HTTP/2
-    bodies of unknown length, each a part by name.
+    request and response counter, body streaming and the framing of HTTP/2 bodies of unknown
+    length, each a part by name; and the counter's commands (counter.get, .reset, .flush),
+    inherited, so that mitmproxy has no child addon to walk on every hook it calls.
 
     mitmproxy sees this one addon, which hands each hook to the parts that have it, in order.
     mitmproxy charges every addon that has a hook about 15,000 instructions per call (it looks
@@ -49,9 +50,6 @@ class CountingProxy:
         self.endpoints = Endpoints([self.status, self.metrics], self.access)
         self.streaming = StreamBodies()
         self.framing = FrameUnknownLengthBodies()
-        self.commands = CounterCommands(self.counting)
-        # mitmproxy walks these for their commands; they have no hooks.
-        self.addons = [self.commands]
 
     def load(self, loader: Loader) -> None:
         for part in (self.status, self.metrics, self.access, self.counting, self.streaming):

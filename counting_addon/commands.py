@@ -29,8 +29,10 @@ UNKNOWN = -1
 
 
 class CounterCommands:
-    def __init__(self, counting: CountRequests) -> None:
-        self.counting = counting
+    """The commands, as methods of the one addon mitmproxy sees (CountingProxy): as a child
+    addon they would cost a walk on every hook mitmproxy calls, for every request."""
+
+    counting: CountRequests
 
     def _counter(self) -> RedisCounter:
         counter = self.counting.counter
