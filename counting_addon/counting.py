@@ -16,8 +16,9 @@ from counting_addon.endpoints import is_endpoint_flow
 from counting_addon.keys import check_key
 from counting_addon.option_errors import reported_cleanly
 from counting_addon.process_stats import STATS
+from counting_addon.redis_client import check_url
 from counting_addon.redis_counter import RedisCounter, close_all
-from counting_addon.redis_url import DEFAULT_URL, check_url, default_url, redact
+from counting_addon.redis_url import DEFAULT_URL, default_url, redact
 from counting_addon.response_classes import CodeClass, code_class
 
 logger = logging.getLogger(__name__)

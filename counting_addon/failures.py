@@ -7,6 +7,8 @@ from dataclasses import dataclass
 
 import redis
 
+from counting_addon.keys import responses_key
+
 
 class FailureKind(enum.Enum):
     """What a failed write or read means for the counter; the writer logs each change of kind."""
@@ -30,7 +32,9 @@ class Failure:
         return self.message
 
 
-def _caused_by(e: BaseException, kind: type[BaseException]) -> bool:
+def _caused_by(
+    e: BaseException, kind: type[BaseException] | tuple[type[BaseException], ...]
+) -> bool:
     """Whether `e` or an exception it was raised from or during is a `kind`."""
     seen: BaseException | None = e
     while seen is not None:
@@ -46,6 +50,45 @@ def not_an_integer(key: str) -> Failure:
     )
 
 
+# What redis-py's cluster client raises when it can't reach the slot's node; some of them are
+# not ConnectionErrors (RedisClusterException is a bare Exception).
+CLUSTER_UNREACHABLE = (redis.exceptions.ClusterDownError, redis.exceptions.SlotNotCoveredError)
+CONNECTION_FAILED = (redis.ConnectionError, redis.TimeoutError, OSError)
+# Sentinel's "No master found" lists every sentinel's error: a kilobyte for one log line.
+LONGEST_MESSAGE = 300
+
+
+def _tls_hint(e: BaseException) -> str:
+    text = str(e)
+    if "CA cert does not include key usage extension" in text:
+        return (
+            " (Python 3.13 and later need keyUsage keyCertSign on the CA: see the README's "
+            "TLS section)"
+        )
+    if _caused_by(e, ConnectionResetError) or "CERTIFICATE_REQUIRED" in text:
+        return (
+            " (does the server require a client certificate? add ssl_certfile= and "
+            "ssl_keyfile= to the URL)"
+        )
+    if isinstance(e, redis.TimeoutError | TimeoutError):
+        return " (the URL is rediss://: does this server speak TLS?)"
+    return ""
+
+
+def _unreachable(e: BaseException, tls: bool) -> Failure:
+    # A TLS mismatch shows only as a timeout or a reset: say what may be behind it.
+    if tls:
+        hint = _tls_hint(e)
+    elif _caused_by(e, ConnectionResetError):
+        hint = " (a server expecting TLS does this to plain connections: rediss://?)"
+    else:
+        hint = ""
+    text = str(e) or type(e).__name__
+    if len(text) > LONGEST_MESSAGE:
+        text = text[:LONGEST_MESSAGE] + "..."
+    return Failure(FailureKind.UNREACHABLE, f"Redis unreachable: {text}{hint}")
+
+
 def classify(e: BaseException, key: str, tls: bool) -> Failure:
     """The failure behind exception `e`, raised while writing or reading `key`."""
     if getattr(e, "status_code", None) == "NOAUTH":
@@ -56,15 +99,17 @@ def classify(e: BaseException, key: str, tls: bool) -> Failure:
         )
     if isinstance(e, redis.AuthenticationError | redis.exceptions.NoPermissionError):
         return Failure(FailureKind.REFUSED, f"Redis refused us: {e}")
-    if isinstance(e, redis.ConnectionError | redis.TimeoutError | OSError):
-        # A TLS mismatch shows only as a timeout or a reset: say what may be behind it.
-        hint = ""
-        if tls and isinstance(e, redis.TimeoutError | TimeoutError):
-            hint = " (the URL is rediss://: does this server speak TLS?)"
-        elif not tls and _caused_by(e, ConnectionResetError):
-            hint = " (a server expecting TLS does this to plain connections: rediss://?)"
-        return Failure(FailureKind.UNREACHABLE, f"Redis unreachable: {e or type(e).__name__}{hint}")
-    # Redis says only "ERR value is not an integer or out of range": its words are all there is.
-    if isinstance(e, redis.ResponseError) and "not an integer" in str(e):
-        return not_an_integer(key)
+    if isinstance(e, CONNECTION_FAILED + CLUSTER_UNREACHABLE):
+        return _unreachable(e, tls)
+    if isinstance(e, redis.exceptions.RedisClusterException) and _caused_by(e, CONNECTION_FAILED):
+        # "Redis Cluster cannot be connected. Please provide at least one reachable node"
+        return _unreachable(e, tls)
+    if isinstance(e, redis.ResponseError):
+        # The batch script's own refusal of a class that is not an integer (APPLY_BATCH).
+        if "hash value is not an integer" in str(e):
+            return not_an_integer(responses_key(key))
+        # Redis says only "ERR value is not an integer or out of range": its words are all
+        # there is.
+        if "not an integer" in str(e):
+            return not_an_integer(key)
     return Failure(FailureKind.ERROR, f"Redis error: {e}")

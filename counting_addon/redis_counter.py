@@ -9,19 +9,13 @@ import logging
 import random
 import time
 import uuid
-from typing import Any
-
-import redis
-import redis.asyncio
-import redis.asyncio.retry
-import redis.retry
-from redis.backoff import NoBackoff
 
 from counting_addon.failures import Failure, classify, not_an_integer
 from counting_addon.keys import responses_key, writer_key
 from counting_addon.ledger import Batch, Ledger
 from counting_addon.process_stats import STATS
-from counting_addon.redis_url import redact, uses_tls
+from counting_addon.redis_client import CONNECT_TIMEOUT, RedisClient
+from counting_addon.redis_url import parse, redact
 from counting_addon.response_classes import CodeClass, Shared
 
 logger = logging.getLogger(__name__)
@@ -63,9 +57,6 @@ table.insert(values, 1, redis.call('GET', KEYS[1]))
 return values
 """
 WRITER_KEY_TTL = 7 * 24 * 3600
-CONNECT_TIMEOUT = 1.0
-# Long enough to ride out a Redis that stalls writes for a second, short enough to notice a hang.
-COMMAND_TIMEOUT = 2.5
 BACKOFF_FIRST = 0.05
 BACKOFF_CAP = 5.0
 # While shutting down, a failed write is retried this soon, until the shutdown's bound passes.
@@ -73,16 +64,6 @@ SHUTDOWN_RETRY = 0.1
 # Under load, counts gather this long between writes, so that Redis sees about ten writes a
 # second whatever the request rate. An idle proxy writes at once; /status never waits for it.
 WRITE_INTERVAL = 0.1
-
-
-def client_options(retry: type[redis.retry.Retry | redis.asyncio.retry.Retry]) -> dict[str, Any]:
-    # No client-side retries: redis-py would re-send a command whose reply was lost.
-    return {
-        "retry": retry(NoBackoff(), 0),
-        "retry_on_error": [],
-        "socket_connect_timeout": CONNECT_TIMEOUT,
-        "socket_timeout": COMMAND_TIMEOUT,
-    }
 
 
 def _integer(raw: bytes | str | None) -> int | None:
@@ -163,9 +144,8 @@ class RedisCounter:
         self.latest: Shared | None = None
         self._contacted = False
         self._read_failed = False
-        self._client: redis.asyncio.Redis = redis.asyncio.Redis.from_url(
-            url, **client_options(redis.asyncio.retry.Retry)
-        )
+        self._redis = RedisClient(parse(url))
+        self._client = self._redis.client
         self._apply = self._client.register_script(self.apply_batch)
         self._wake = asyncio.Event()
         self._hurry = asyncio.Event()
@@ -370,7 +350,7 @@ class RedisCounter:
     async def _let_go(self) -> None:
         with contextlib.suppress(Exception):
             async with asyncio.timeout(CONNECT_TIMEOUT):
-                await self._client.aclose()
+                await self._redis.aclose()
         if not self.ledger.idle:
             logger.warning(
                 f"{self.unwritten} counts could not be written to Redis at {redact(self.url)} "
@@ -440,10 +420,7 @@ class RedisCounter:
                 await self._closing.wait()
 
     def _classify(self, e: BaseException) -> Failure:
-        # The script's own refusal of a class that is not an integer (see APPLY_BATCH).
-        if isinstance(e, redis.ResponseError) and "hash value is not an integer" in str(e):
-            return not_an_integer(self._responses_key)
-        return classify(e, self.key, tls=uses_tls(self.url))
+        return classify(e, self.key, tls=self._redis.target.tls)
 
     def _failed(self, e: BaseException) -> None:
         failure = self._classify(e)

@@ -14,7 +14,8 @@ from types import FrameType
 from urllib.parse import urlsplit
 
 from counting_addon.embedded_redis import EmbeddedRedis, answers
-from counting_addon.redis_url import check_url, default_url, redact
+from counting_addon.redis_client import check_url
+from counting_addon.redis_url import default_url, redact
 
 ROOT = Path(__file__).resolve().parent.parent
 SCRIPT = Path(__file__).resolve().parent / "addon.py"

@@ -13,12 +13,12 @@ import redis.retry
 
 from counting_addon.embedded_redis import EmbeddedRedis
 from counting_addon.failures import FailureKind
+from counting_addon.redis_client import client_options
 from counting_addon.redis_counter import (
     APPLY_BATCH,
     WRITE_INTERVAL,
     CounterUnavailable,
     RedisCounter,
-    client_options,
 )
 from counting_addon.response_classes import CodeClass, Shared, no_responses
 from tests.support.processes import free_port, start_redis, wait_for
@@ -393,6 +393,7 @@ def test_the_clients_never_retry_on_their_own(redis_url: str) -> None:
     """redis-py retries by default, re-sending a write whose reply was lost: the writer
     resends itself, knowing it is the same batch."""
     counter = RedisCounter(redis_url, "counter")
+    assert isinstance(counter._client, redis.asyncio.Redis)
     connection = counter._client.connection_pool.make_connection()
     assert connection.retry.get_retries() == 0
     with redis.Redis.from_url(redis_url, **client_options(redis.retry.Retry)) as client:

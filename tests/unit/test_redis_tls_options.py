@@ -10,7 +10,7 @@ from urllib.parse import quote
 
 import pytest
 
-from counting_addon.redis_url import check_url
+from counting_addon.redis_client import check_url
 from tests.support.tls import Certificates, tls_url
 
 
