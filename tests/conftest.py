@@ -3,19 +3,22 @@ mitmdump. The helpers behind them are in tests/support/."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
 import redis
 
 from counting_addon.embedded_redis import EmbeddedRedis
+from tests.support.debian_redis import missing_binaries
 from tests.support.processes import (
     Proxy,
     ProxyFactory,
     start_redis,
     start_upstream,
 )
+from tests.support.redis_cluster import Cluster
+from tests.support.redis_sentinel import Sentinels
 from tests.support.tls import Certificates, make_certificates
 
 
@@ -103,3 +106,62 @@ def start_proxy(tmp_path: Path) -> Iterator[ProxyFactory]:
 def proxy(start_proxy: ProxyFactory, upstream: str, redis_url: str) -> Proxy:
     """One mitmdump with the addon, defaults otherwise, in front of the test upstream."""
     return start_proxy(upstream, redis_url)
+
+
+# --- Redis Cluster and Sentinel (Debian's redis-server and redis-cli) --------------------------
+
+
+@pytest.fixture(scope="session")
+def debian_redis() -> None:
+    """Skips the test, saying why, without Debian's /usr/bin/redis-server and redis-cli."""
+    why = missing_binaries()
+    if why is not None:
+        pytest.skip(why)
+
+
+@pytest.fixture
+def start_cluster(debian_redis: None, tmp_path: Path) -> Iterator[Callable[..., Cluster]]:
+    """Starts Redis Clusters (`Cluster`'s arguments; ready when returned); stops every node
+    after the test. Request it before `start_proxy`, so the proxies stop first."""
+    started: list[Cluster] = []
+
+    def start(**kwargs: int) -> Cluster:
+        cluster = Cluster(tmp_path / f"cluster{len(started)}", **kwargs)
+        started.append(cluster)
+        cluster.start()
+        return cluster
+
+    yield start
+    for cluster in started:
+        cluster.stop()
+
+
+@pytest.fixture
+def redis_cluster(start_cluster: Callable[..., Cluster]) -> Cluster:
+    """A Redis Cluster of this test's own: 3 primaries, 3 replicas, ready (tests/support/
+    redis_cluster.py); free to kill, restart and reshard."""
+    return start_cluster()
+
+
+@pytest.fixture
+def start_sentinels(debian_redis: None, tmp_path: Path) -> Iterator[Callable[..., Sentinels]]:
+    """Starts Sentinel set-ups (`Sentinels`' arguments: passwords, a replication delay...;
+    ready when returned); stops them after the test. Request it before `start_proxy`."""
+    started: list[Sentinels] = []
+
+    def start(**kwargs: object) -> Sentinels:
+        sentinels = Sentinels(tmp_path / f"sentinels{len(started)}", **kwargs)  # type: ignore[arg-type]
+        started.append(sentinels)
+        sentinels.start()
+        return sentinels
+
+    yield start
+    for sentinels in started:
+        sentinels.stop()
+
+
+@pytest.fixture
+def redis_sentinels(start_sentinels: Callable[..., Sentinels]) -> Sentinels:
+    """A primary, a replica and three sentinels of this test's own, without passwords, ready
+    (tests/support/redis_sentinel.py); free to kill and restart."""
+    return start_sentinels()
