@@ -67,8 +67,11 @@ class CountRequests:
             # One line, exactly as mitmproxy stores it: otherwise a script reload sees a
             # "different" option and resets the user's value to the default.
             "Redis holding the shared counter: redis://[[user]:password@]host[:port][/db], "
-            "rediss:// for TLS, or unix:///path/to/socket. Defaults to the REDIS_URL "
-            f"environment variable, else {DEFAULT_URL}.",
+            "rediss:// for TLS, unix:///path/to/socket, a Redis Cluster as "
+            "redis+cluster://[[user]:password@]host:port[,host:port...], or a master watched "
+            "by Sentinel as redis+sentinel://[[user]:password@]host:port[,host:port...]/NAME"
+            "[/db] (rediss+ for TLS). Defaults to the REDIS_URL environment variable, else "
+            f"{DEFAULT_URL}.",
         )
         loader.add_option(
             "counter_key",
@@ -78,9 +81,25 @@ class CountRequests:
             "share one count. Responses by class go in a hash beside it, named "
             "'{<key>}:responses' (or '<key>:responses' for a key with a {hash tag}).",
         )
+        loader.add_option(
+            "counter_redis_replicas",
+            int,
+            0,
+            "Counts are acknowledged by Redis only once this many of its replicas have them "
+            "(Redis's WAIT), so that a failover loses none; until then the same batch is "
+            "resent. 0: once the primary has them.",
+        )
 
     @reported_cleanly
     def configure(self, updated: set[str]) -> None:
+        replicas = ctx.options.counter_redis_replicas
+        if "counter_redis_replicas" in updated:
+            if replicas < 0:
+                raise exceptions.OptionsError(
+                    f"counter_redis_replicas: {replicas} must be 0 or more"
+                )
+            if self.counter is not None:
+                self.counter.replicas = replicas
         if not {"counter_redis_url", "counter_key"} & updated:
             return
         url, key = ctx.options.counter_redis_url, ctx.options.counter_key
@@ -98,7 +117,7 @@ class CountRequests:
             raise exceptions.OptionsError(f"counter_key: {e}") from None
         if self.counter is not None:
             self.counter.retire(RETIRE_BOUND)
-        self.counter = RedisCounter(url, key)
+        self.counter = RedisCounter(url, key, replicas)
         logger.info(f"counting requests in Redis at {redact(url)}, key {key!r}")
 
     def requestheaders(self, flow: http.HTTPFlow) -> None:

@@ -19,6 +19,8 @@ class FailureKind(enum.Enum):
     REFUSED = "Redis refused us"
     # The key holds something INCRBY can't add to: needs the key fixed.
     NOT_AN_INTEGER = "Redis holds a non-integer"
+    # WAIT found fewer replicas than counter_redis_replicas asks for: needs a replica back.
+    TOO_FEW_REPLICAS = "Redis has too few replicas"
     # Any other error Redis answered with.
     ERROR = "Redis error"
 
@@ -30,6 +32,17 @@ class Failure:
 
     def __str__(self) -> str:
         return self.message
+
+
+class TooFewReplicas(Exception):
+    """A batch reached fewer replicas than counter_redis_replicas asks for, within WAIT's
+    timeout: it is not acknowledged, and is resent."""
+
+    def __init__(self, acknowledged: int, required: int, timeout: float) -> None:
+        super().__init__(
+            f"Redis has fewer replicas than counter_redis_replicas={required} (WAIT: "
+            f"{acknowledged} of {required} acknowledged within {timeout:g} s)"
+        )
 
 
 def _caused_by(
@@ -53,6 +66,14 @@ def not_an_integer(key: str) -> Failure:
 # What redis-py's cluster client raises when it can't reach the slot's node; some of them are
 # not ConnectionErrors (RedisClusterException is a bare Exception).
 CLUSTER_UNREACHABLE = (redis.exceptions.ClusterDownError, redis.exceptions.SlotNotCoveredError)
+# The counter's slot is moving between nodes (a resharding, a failover): the node refused the
+# command, or redis-py gave up following it ("TTL exhausted").
+SLOT_MOVING = (
+    redis.exceptions.MovedError,
+    redis.exceptions.AskError,
+    redis.exceptions.TryAgainError,
+    redis.exceptions.ClusterError,
+)
 CONNECTION_FAILED = (redis.ConnectionError, redis.TimeoutError, OSError)
 # Sentinel's "No master found" lists every sentinel's error: a kilobyte for one log line.
 LONGEST_MESSAGE = 300
@@ -60,7 +81,9 @@ LONGEST_MESSAGE = 300
 
 def _tls_hint(e: BaseException) -> str:
     text = str(e)
-    if "CA cert does not include key usage extension" in text:
+    # "CA cert does not include key usage extension" (a plain `openssl req -x509` CA), or
+    # "Path length given without key usage keyCertSign".
+    if "CERTIFICATE_VERIFY_FAILED" in text and "key usage" in text:
         return (
             " (Python 3.13 and later need keyUsage keyCertSign on the CA: see the README's "
             "TLS section)"
@@ -99,8 +122,16 @@ def classify(e: BaseException, key: str, tls: bool) -> Failure:
         )
     if isinstance(e, redis.AuthenticationError | redis.exceptions.NoPermissionError):
         return Failure(FailureKind.REFUSED, f"Redis refused us: {e}")
+    if isinstance(e, TooFewReplicas):
+        return Failure(FailureKind.TOO_FEW_REPLICAS, str(e))
     if isinstance(e, CONNECTION_FAILED + CLUSTER_UNREACHABLE):
         return _unreachable(e, tls)
+    if isinstance(e, SLOT_MOVING):
+        return Failure(
+            FailureKind.UNREACHABLE,
+            f"Redis unreachable: the cluster is moving the counter's slot ({type(e).__name__}: "
+            f"{e})",
+        )
     if isinstance(e, redis.exceptions.RedisClusterException) and _caused_by(e, CONNECTION_FAILED):
         # "Redis Cluster cannot be connected. Please provide at least one reachable node"
         return _unreachable(e, tls)

@@ -18,12 +18,18 @@ import redis.retry
 from redis.asyncio.cluster import ClusterNode, RedisCluster
 from redis.asyncio.sentinel import Sentinel
 from redis.backoff import NoBackoff
+from redis.commands.core import AsyncScript
+from redis.exceptions import NoScriptError
 
+from counting_addon.failures import TooFewReplicas
 from counting_addon.redis_url import RedisTarget, Topology, parse, redact, scrub
 
 CONNECT_TIMEOUT = 1.0
 # Long enough to ride out a Redis that stalls writes for a second, short enough to notice a hang.
 COMMAND_TIMEOUT = 2.5
+# How long WAIT waits for replicas: below COMMAND_TIMEOUT, or redis-py would drop the
+# connection first.
+WAIT_TIMEOUT = 1.0
 
 Client = redis.asyncio.Redis | RedisCluster
 
@@ -59,6 +65,80 @@ class RedisClient:
             sentinel_options = {**client_options(), **target.sentinel_options}
             self._sentinel = Sentinel(list(target.nodes), sentinel_kwargs=sentinel_options)
             self.client = self._sentinel.master_for(target.master_name, **options)
+
+    async def run_script(
+        self, script: AsyncScript, keys: list[str], args: list[int], replicas: int
+    ) -> Any:
+        """`script`'s reply; with `replicas`, only once WAIT confirms that many replicas have
+        what it wrote (TooFewReplicas if not, within WAIT_TIMEOUT).
+
+        WAIT counts the replicas that have the writes of its own connection: it goes in one
+        pipeline with the script, on the script's connection.
+        """
+        if not replicas:
+            return await script(keys, args)
+        try:
+            return await self._script_and_wait(("EVALSHA", script.sha), keys, args, replicas)
+        except NoScriptError:
+            # A promoted replica has no script cache (Redis doesn't replicate it): EVAL with
+            # the source fills it.
+            return await self._script_and_wait(("EVAL", script.script), keys, args, replicas)
+
+    async def _script_and_wait(
+        self, call: tuple[str, Any], keys: list[str], args: list[int], replicas: int
+    ) -> Any:
+        command = (*call, len(keys), *keys, *args)
+        wait = ("WAIT", replicas, int(WAIT_TIMEOUT * 1000))
+        if isinstance(self.client, RedisCluster):
+            results = await self._cluster_pipeline(command, wait, keys[0])
+        else:
+            async with self.client.pipeline(transaction=False) as pipe:
+                pipe.execute_command(*command)
+                pipe.execute_command(*wait)
+                results = await pipe.execute(raise_on_error=False)
+        for result in results:
+            if isinstance(result, Exception):
+                raise result
+        values, acknowledged = results
+        if acknowledged < replicas:
+            raise TooFewReplicas(acknowledged, replicas, WAIT_TIMEOUT)
+        return values
+
+    async def _cluster_pipeline(
+        self, command: tuple[Any, ...], wait: tuple[Any, ...], key: str
+    ) -> list[Any]:
+        """Both commands on one connection to the node owning `key`'s slot. Not redirected:
+        redis-py would resend each on a connection of its own. After any failure the client
+        reads the topology again on its next command (a pipeline doesn't see to that)."""
+        assert isinstance(self.client, RedisCluster)
+        try:
+            await self.client.initialize()
+            node = self.client.get_node_from_key(key)
+            pipe = self.client.pipeline(transaction=False)
+            pipe.execute_command(*command, target_nodes=node)
+            pipe.execute_command(*wait, target_nodes=node)
+            results: list[Any] = await pipe.execute(raise_on_error=False, allow_redirections=False)
+        except Exception:
+            await self.client.aclose()
+            raise
+        if any(isinstance(r, Exception) and not isinstance(r, NoScriptError) for r in results):
+            await self.client.aclose()
+        return results
+
+    async def eviction_policy(self, key: str) -> str | None:
+        """Redis's maxmemory-policy on the node holding `key`; None where CONFIG GET is
+        refused (an ACL without it, a managed service that renamed it)."""
+        try:
+            if isinstance(self.client, RedisCluster):
+                await self.client.initialize()
+                node = self.client.get_node_from_key(key)
+                reply = await self.client.config_get("maxmemory-policy", target_nodes=node)
+            else:
+                reply = await self.client.config_get("maxmemory-policy")
+        except redis.ResponseError:  # NOPERM and unknown commands are ResponseErrors
+            return None
+        policy = reply.get("maxmemory-policy")
+        return policy.decode() if isinstance(policy, bytes) else policy
 
     def check(self) -> None:
         """Make (not connect) a connection: a misspelt query argument fails only then."""

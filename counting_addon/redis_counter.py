@@ -10,6 +10,7 @@ import random
 import time
 import uuid
 
+from counting_addon.eviction import eviction_warning
 from counting_addon.failures import Failure, classify, not_an_integer
 from counting_addon.keys import responses_key, writer_key
 from counting_addon.ledger import Batch, Ledger
@@ -28,7 +29,8 @@ logger = logging.getLogger(__name__)
 # wrote, which the batch's resend would then write again. The writer's key expires: dead
 # processes leave nothing behind. Returns the counter's value and the five classes' (nil for
 # none), which saves readers a round trip: as strings, since a Lua number is a double and
-# INCRBY's reply would lose digits past 2^53.
+# INCRBY's reply would lose digits past 2^53. A batch already applied only refreshes the
+# writer's key: WAIT counts the replicas that have a connection's latest write.
 APPLY_BATCH = """
 local classes = {'1xx', '2xx', '3xx', '4xx', '5xx'}
 if tonumber(ARGV[1]) > tonumber(redis.call('GET', KEYS[2]) or '0') then
@@ -51,6 +53,9 @@ if tonumber(ARGV[1]) > tonumber(redis.call('GET', KEYS[2]) or '0') then
     end
   end
   redis.call('SET', KEYS[2], ARGV[1], 'EX', ARGV[3])
+else
+  -- A resent batch writes too, so that a WAIT after it covers its first application.
+  redis.call('EXPIRE', KEYS[2], ARGV[3])
 end
 local values = redis.call('HMGET', KEYS[3], unpack(classes))
 table.insert(values, 1, redis.call('GET', KEYS[1]))
@@ -132,9 +137,12 @@ class RedisCounter:
     # happens without the sequence check).
     apply_batch = APPLY_BATCH
 
-    def __init__(self, url: str, key: str) -> None:
+    def __init__(self, url: str, key: str, replicas: int = 0) -> None:
         self.url = url
         self.key = key
+        # A batch is acknowledged once this many replicas have it (WAIT); 0: once the primary
+        # has it. Changed in place by an option change.
+        self.replicas = replicas
         self.ledger = Ledger()
         self.problem: Failure | None = None
         self.phase = Phase.COUNTING
@@ -159,6 +167,7 @@ class RedisCounter:
         self._deadline: float | None = None
         self._lifetime: asyncio.Timeout | None = None
         self._left_at_retirement = 0
+        self._eviction_checked = False
 
     @property
     def unwritten(self) -> int:
@@ -346,6 +355,8 @@ class RedisCounter:
                 await self._back_off(failures)
                 continue
             failures = 0
+            if not self._eviction_checked:
+                await self._check_eviction()
 
     async def _let_go(self) -> None:
         with contextlib.suppress(Exception):
@@ -377,7 +388,7 @@ class RedisCounter:
             self._last_write = time.monotonic()
             keys, args = self._args(batch)
             try:
-                values = await self._apply(keys, args)
+                values = await self._redis.run_script(self._apply, keys, args, self.replicas)
             except Exception as e:
                 self._failed(e)
                 raise
@@ -418,6 +429,17 @@ class RedisCounter:
         with contextlib.suppress(TimeoutError):
             async with asyncio.timeout(delay):
                 await self._closing.wait()
+
+    async def _check_eviction(self) -> None:
+        """Warn once if Redis may evict the keys that keep the count exact (eviction.py)."""
+        try:
+            policy = await self._redis.eviction_policy(self.key)
+        except Exception:  # Redis gone again: the next write's success tries again
+            return
+        self._eviction_checked = True
+        warning = None if policy is None else eviction_warning(policy, self.key)
+        if warning is not None:
+            logger.warning(f"{warning} ({redact(self.url)})")
 
     def _classify(self, e: BaseException) -> Failure:
         return classify(e, self.key, tls=self._redis.target.tls)

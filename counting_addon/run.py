@@ -15,7 +15,7 @@ from urllib.parse import urlsplit
 
 from counting_addon.embedded_redis import EmbeddedRedis, answers
 from counting_addon.redis_client import check_url
-from counting_addon.redis_url import default_url, redact
+from counting_addon.redis_url import Topology, default_url, parse, redact
 
 ROOT = Path(__file__).resolve().parent.parent
 SCRIPT = Path(__file__).resolve().parent / "addon.py"
@@ -35,6 +35,9 @@ def redis_url(args: list[str]) -> str:
 
 def embedded_redis_for(url: str) -> EmbeddedRedis | None:
     """An embedded Redis to start for `url`, or None if it answers or isn't on this machine."""
+    if parse(url).topology is not Topology.SERVER:
+        print(f"counting_addon: using the Redis at {redact(url)}", file=sys.stderr)
+        return None
     if answers(url):
         print(f"counting_addon: using the Redis at {redact(url)}", file=sys.stderr)
         return None

@@ -220,6 +220,41 @@ def test_primary_of_the_counter_killed_under_load(
     assert_exact_after_load(p, cluster, results)
 
 
+def test_with_wait_counts_wait_for_the_promoted_primary_to_have_a_replica(
+    redis_cluster: Cluster, start_proxy: ProxyFactory, upstream: str
+) -> None:
+    """counter_redis_replicas=1, SIGKILL of the counter's primary under load: the promoted
+    replica has no replica of its own, so WAIT confirms nothing and counts wait (/status 503
+    says why) while every request is answered; the killed node comes back as its replica and
+    the count is exact."""
+    cluster = redis_cluster
+    victim = cluster.owner_of(KEY)
+    url = cluster.url(seeds=[victim, cluster.primary_ports()[0]])
+    p = start_proxy(upstream, url, "--set", "counter_redis_replicas=1")
+    with bounded_load(p.url) as load:
+        load.wait_for_more(BEFORE)
+        cluster.kill(victim)
+        promoted = cluster.wait_new_primary(KEY, victim, FAILOVER_TIMEOUT)
+        load.wait_for_more(AFTER)
+        _, body = poll_status(
+            p.url,
+            lambda code, body: code == 503 and "fewer replicas" in str(body.get("error")),
+            RECOVERY,
+            "/status 503 naming the missing replica",
+        )
+        waiting = body["pending"]
+        cluster.restart(victim)
+        load.wait_for_more(AFTER)
+    results = load.results
+    print(
+        f"\n  {results.ok} requests, {len(results.failed)} failed; slot {slot_of(KEY)} on port "
+        f"{promoted}; while it had no replica: {body}"
+    )
+    assert isinstance(waiting, int) and waiting > 0
+    assert cluster.owner_of(KEY) == promoted
+    assert_exact_after_load(p, cluster, results)
+
+
 def test_counter_slot_resharded_under_load(
     redis_cluster: Cluster, start_proxy: ProxyFactory, upstream: str
 ) -> None:

@@ -9,6 +9,7 @@ proxying goes on, every count waits in memory, and shutdown reports exactly thos
 from __future__ import annotations
 
 import re
+import ssl
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -26,6 +27,8 @@ from tests.support.tls import (
     Certificates,
     TLSRedis,
     find_tls_server,
+    issue_server_cert,
+    make_ca,
     tls_url,
 )
 
@@ -309,3 +312,60 @@ def test_redis_to_tls_port_is_one_error(
     with tls_redis.client() as client:
         assert client.dbsize() == 0
     assert re.search(NAMES_TLS, error), f"the error does not say TLS may be the problem: {error!r}"
+
+
+# --- the two TLS set-ups that trip people up ---------------------------------------------------
+
+
+@pytest.fixture
+def client_cert_redis(
+    redis_binary: Path, certs: Certificates, tmp_path: Path
+) -> Iterator[tuple[TLSRedis, Path]]:
+    """A TLS-only redis-server that requires client certificates (Redis's default), switched on
+    once it answers (the readiness probe has none); the CA to trust."""
+    server = TLSRedis(redis_binary, tmp_path / "client-cert-redis", certs.server)
+    server.start()
+    with server.client() as client:
+        client.config_set("tls-auth-clients", "yes")
+    yield server, certs.ca
+    server.stop()
+
+
+@pytest.fixture
+def redis_behind_ca_without_key_usage(
+    redis_binary: Path, tmp_path: Path
+) -> Iterator[tuple[TLSRedis, Path]]:
+    """A TLS-only redis-server whose CA lacks keyUsage, as `openssl req -x509` makes it; the
+    CA's file."""
+    if not ssl.create_default_context().verify_flags & ssl.VERIFY_X509_STRICT:
+        pytest.skip("this Python verifies certificates without VERIFY_X509_STRICT (before 3.13)")
+    ca = make_ca(tmp_path / "plain-ca", "plain CA", key_usage=False)
+    server = TLSRedis(
+        redis_binary, tmp_path / "plain-ca-redis", issue_server_cert(ca, tmp_path, "s")
+    )
+    server.start()
+    yield server, ca.cert_file
+    server.stop()
+
+
+@pytest.mark.parametrize(
+    ("setup", "hint"),
+    [
+        # The server drops a client without a certificate after the handshake: all redis-py
+        # sees is a reset (or, at times, the TLS alert).
+        ("client_cert_redis", r"does the server require a client certificate\? add ssl_certfile="),
+        # Python 3.13 checks strictly what redis-cli accepts.
+        ("redis_behind_ca_without_key_usage", r"CA cert does not include key usage.*keyUsage"),
+    ],
+)
+def test_tls_set_ups_that_trip_people_up_get_a_hint(
+    setup: str, hint: str, request: pytest.FixtureRequest, start_proxy: ProxyFactory, upstream: str
+) -> None:
+    """One line, and a 503, that say what to check."""
+    server, trust = request.getfixturevalue(setup)
+    url = server.url(trust)
+    p = start_proxy(upstream, url)
+    error = assert_one_clear_failure(
+        p, url, rf"^{UNREACHABLE}.*{hint}", lambda: handshakes_failed(server)
+    )
+    print(f"\n  /status error: {error}")

@@ -13,6 +13,7 @@ import pytest
 import redis
 
 from counting_addon.embedded_redis import EmbeddedRedis, answers
+from counting_addon.run import embedded_redis_for
 from tests.support.processes import (
     ROOT,
     Process,
@@ -237,3 +238,14 @@ def test_without_url_prints_usage(args: list[str]) -> None:
     assert done.returncode == 2
     assert "usage: scripts/run [--web] UPSTREAM_URL" in done.stderr
     assert done.stdout == ""
+
+
+@pytest.mark.parametrize(
+    "url", ["redis+cluster://127.0.0.1:1,127.0.0.1:2", "redis+sentinel://127.0.0.1:1/mymaster"]
+)
+def test_a_cluster_or_sentinel_url_never_gets_an_embedded_redis(
+    url: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Nothing to start in their place (and nothing answers there): used as they are."""
+    assert embedded_redis_for(url) is None
+    assert "using the Redis at" in capsys.readouterr().err

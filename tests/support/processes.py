@@ -5,6 +5,7 @@ It and procfs.py import nothing beyond httpx and the product: benchmarks/bench.p
 
 from __future__ import annotations
 
+import asyncio
 import shutil
 import signal
 import socket
@@ -13,12 +14,15 @@ import sys
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
 
 import httpx
 from mitmproxy.proxy.mode_specs import ProxyMode
 
 from counting_addon.embedded_redis import EmbeddedRedis, stop_process
+
+if TYPE_CHECKING:
+    import pytest
 
 ROOT = Path(__file__).resolve().parents[2]
 SCRIPT = ROOT / "counting_addon" / "addon.py"
@@ -50,6 +54,17 @@ def wait_for(check: Callable[[], bool], timeout: float, what: str) -> None:
         if time.monotonic() > deadline:
             raise AssertionError(f"timed out after {timeout}s waiting for {what}")
         time.sleep(0.02)
+
+
+async def poll(check: Callable[[], bool], within: float, what: str) -> None:
+    """wait_for from a coroutine: in a thread, as the code under test needs the event loop
+    meanwhile."""
+    await asyncio.to_thread(wait_for, check, within, what)
+
+
+def logged(caplog: pytest.LogCaptureFixture, text: str) -> list[str]:
+    """The messages logged in-process (captured by pytest) that contain `text`."""
+    return [r.getMessage() for r in caplog.records if text in r.getMessage()]
 
 
 def start_redis(directory: Path, *args: str) -> EmbeddedRedis:

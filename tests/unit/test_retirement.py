@@ -4,13 +4,11 @@ writes what every counter has left within its bound, and nothing here waits on R
 
 from __future__ import annotations
 
-import asyncio
 import gc
 import inspect
 import logging
 import time
 import warnings
-from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -22,19 +20,10 @@ from counting_addon import CountingProxy, redis_counter
 from counting_addon.counting import CLOSE_TIMEOUT, RETIRE_BOUND
 from counting_addon.embedded_redis import EmbeddedRedis
 from counting_addon.redis_counter import Phase, RedisCounter, close_all
-from tests.support.processes import free_port, start_redis, wait_for
+from tests.support.processes import free_port, logged, poll, start_redis
 
 LOST = "could not be written"
 WRITTEN = "are written"
-
-
-async def poll(check: Callable[[], bool], within: float, what: str) -> None:
-    """wait_for from a thread: the counters need this event loop meanwhile."""
-    await asyncio.to_thread(wait_for, check, within, what)
-
-
-def lines_with(caplog: pytest.LogCaptureFixture, text: str) -> list[str]:
-    return [r.getMessage() for r in caplog.records if text in r.getMessage()]
 
 
 async def test_a_retired_counter_writes_its_counts_once_redis_is_back(
@@ -49,9 +38,9 @@ async def test_a_retired_counter_writes_its_counts_once_redis_is_back(
         await poll(lambda: client.get("counter") == b"5", 20, "the retired counts in Redis")
     await poll(lambda: counter not in redis_counter._running, 5, "the writer to finish")
     assert counter.unwritten == 0
-    assert lines_with(caplog, "4 counts for key 'counter'"), caplog.text
-    assert len(lines_with(caplog, WRITTEN)) == 1, caplog.text
-    assert not lines_with(caplog, LOST), caplog.text
+    assert logged(caplog, "4 counts for key 'counter'"), caplog.text
+    assert len(logged(caplog, WRITTEN)) == 1, caplog.text
+    assert not logged(caplog, LOST), caplog.text
 
 
 async def test_a_retired_counter_gives_up_after_its_bound_saying_so_once(
@@ -63,7 +52,7 @@ async def test_a_retired_counter_gives_up_after_its_bound_saying_so_once(
     counter.retire(0.5)
     await poll(lambda: counter not in redis_counter._running, 10, "the writer to give up")
     assert counter.unwritten == 3
-    lost = lines_with(caplog, LOST)
+    lost = logged(caplog, LOST)
     assert len(lost) == 1 and lost[0].startswith("3 counts"), caplog.text
     assert "Redis unreachable" in lost[0]
 
@@ -103,7 +92,7 @@ async def test_shutdown_cuts_every_retirement_short_and_reports_what_is_lost(
     took = time.monotonic() - started
     assert took < 0.5 + 2.0, f"shutdown took {took:.2f}s"  # the bound, and closing the clients
     assert not redis_counter._running
-    assert sorted(line.split()[0] for line in lines_with(caplog, LOST)) == ["1", "2", "3"]
+    assert sorted(line.split()[0] for line in logged(caplog, LOST)) == ["1", "2", "3"]
 
 
 async def test_shutdown_writes_what_retired_counters_have_left(
@@ -145,7 +134,7 @@ async def test_done_on_reload_returns_at_once_and_the_counts_still_land(
     server.start()
     with redis.Redis.from_url(server.url) as client:
         await poll(lambda: client.get("counter") == b"3", 20, "the old instance's counts")
-    assert not lines_with(caplog, LOST), caplog.text
+    assert not logged(caplog, LOST), caplog.text
     server.stop()
 
 
@@ -187,6 +176,6 @@ async def test_shutdown_announces_no_retirement(caplog: pytest.LogCaptureFixture
         counter.add()
         counter.add()
         await proxy.counting.done()
-    assert not lines_with(caplog, "not written yet"), caplog.text
-    lost = lines_with(caplog, LOST)
+    assert not logged(caplog, "not written yet"), caplog.text
+    lost = logged(caplog, LOST)
     assert len(lost) == 1 and lost[0].startswith("2 counts"), caplog.text
