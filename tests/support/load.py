@@ -66,6 +66,10 @@ class Load:
 
     def stop(self) -> Results:
         self._stop.set()
+        return self.finish()
+
+    def finish(self) -> Results:
+        """Wait until the load has ended, on its own bounds if not stopped."""
         self._thread.join(self.max_seconds + 30)
         assert not self._thread.is_alive(), "the load did not stop"
         return self.results

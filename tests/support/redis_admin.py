@@ -5,6 +5,7 @@ from __future__ import annotations
 import redis
 
 from counting_addon.embedded_redis import EmbeddedRedis
+from counting_addon.keys import writer_key
 
 
 def admin_of(
@@ -29,10 +30,25 @@ def stored(server: EmbeddedRedis, key: str = "counter") -> bytes | None:
         return key_value(client, key)
 
 
+def command_calls(client: redis.Redis) -> dict[str, int]:
+    """Calls of each command Redis has run so far (`INFO commandstats`, by lower-case name:
+    `evalsha`, `get`, `config|get`...), failed ones too. Commands a script runs count as well,
+    so each EVALSHA of the counter's batch script also counts the GET, INCRBY... inside it."""
+    stats = client.info("commandstats")
+    return {
+        name.removeprefix("cmdstat_"): int(fields.get("calls", 0))
+        for name, fields in stats.items()
+        if isinstance(fields, dict)
+    }
+
+
 def script_calls(client: redis.Redis) -> int:
     """EVAL/EVALSHA commands Redis has run so far: the counter's writes (its only ones), failed
     ones too."""
-    stats = client.info("commandstats")
-    return sum(
-        int(stats.get(name, {}).get("calls", 0)) for name in ("cmdstat_evalsha", "cmdstat_eval")
-    )
+    calls = command_calls(client)
+    return calls.get("evalsha", 0) + calls.get("eval", 0)
+
+
+def writer_keys(client: redis.Redis, key: str = "counter") -> list[bytes]:
+    """The writer keys beside counter `key` (one per counter instance that wrote), sorted."""
+    return sorted(client.scan_iter(match=writer_key(key, "*"), count=1000))
