@@ -85,6 +85,8 @@ class Variant:
     counts: bool = True
     port: int = field(default_factory=free_port)
     process: subprocess.Popen[bytes] | None = None
+    # On the proxies' core (PROXY_CPUS); False: wherever the scheduler puts it.
+    pinned: bool = True
 
     @property
     def url(self) -> str:
@@ -103,7 +105,7 @@ class Variant:
             stdout=out,
             stderr=subprocess.STDOUT,
             env=self.env,
-            preexec_fn=pin_to_proxy_cpus,
+            preexec_fn=pin_to_proxy_cpus if self.pinned else None,
         )
         out.close()
         wait_http(f"{self.url}/", self.process)
@@ -246,6 +248,44 @@ class LatencySampler:
         self._thread.join(30)
 
 
+def start_origin(
+    workdir: Path, origin_port: int, proxy_port: int, origin_tls_port: int, tls: Path
+) -> subprocess.Popen[bytes]:
+    """nginx with benchmarks/nginx.conf, in `workdir`/nginx: the fast origin on `origin_port`
+    (a small `200 ok`, /big, /upload), the same over TLS and h2 on `origin_tls_port` (its
+    certificate from a CA made in `tls`), and nginx as a reverse proxy of it on `proxy_port`.
+    Returns once the origin answers. benchmarks/load_balanced.py uses it too."""
+    directory = workdir / "nginx"
+    (directory / "uploads").mkdir(parents=True)
+    # nginx's workers drop root for nobody: let them read the file and write uploads.
+    workdir.chmod(0o755)
+    directory.chmod(0o755)
+    (directory / "uploads").chmod(0o777)
+    with open(directory / "big.bin", "wb") as f:
+        f.truncate(GIB)  # sparse: served from the page cache, no disk reads
+    conf = (ROOT / "benchmarks" / "nginx.conf").read_text()
+    conf = conf.replace("@DIR@", str(directory))
+    conf = conf.replace("@ORIGIN_PORT@", str(origin_port))
+    conf = conf.replace("@PROXY_PORT@", str(proxy_port))
+    # The TLS origin's certificate, for 127.0.0.1, from a CA the h2-upstream proxies trust.
+    ca = make_ca(tls, "bench CA")
+    identity = issue_server_cert(ca, tls, "origin")
+    conf = conf.replace("@ORIGIN_TLS_PORT@", str(origin_tls_port))
+    conf = conf.replace("@TLS_CERT@", str(identity.cert_file))
+    conf = conf.replace("@TLS_KEY@", str(identity.key_file))
+    (directory / "nginx.conf").write_text(conf)
+    nginx = shutil.which("nginx") or "/usr/sbin/nginx"
+    out = open(directory / "stdout.log", "wb")
+    process = subprocess.Popen(
+        [nginx, "-p", str(directory), "-c", str(directory / "nginx.conf")],
+        stdout=out,
+        stderr=subprocess.STDOUT,
+    )
+    out.close()
+    wait_http(f"http://127.0.0.1:{origin_port}/", process)
+    return process
+
+
 class Bench:
     def __init__(self, args: argparse.Namespace, workdir: Path) -> None:
         self.args = args
@@ -351,34 +391,13 @@ class Bench:
     # -- the fixed parts -------------------------------------------------------------------
 
     def start_nginx(self) -> None:
-        directory = self.workdir / "nginx"
-        (directory / "uploads").mkdir(parents=True)
-        # nginx's workers drop root for nobody: let them read the file and write uploads.
-        self.workdir.chmod(0o755)
-        directory.chmod(0o755)
-        (directory / "uploads").chmod(0o777)
-        with open(directory / "big.bin", "wb") as f:
-            f.truncate(GIB)  # sparse: served from the page cache, no disk reads
-        conf = (ROOT / "benchmarks" / "nginx.conf").read_text()
-        conf = conf.replace("@DIR@", str(directory))
-        conf = conf.replace("@ORIGIN_PORT@", str(self.origin_port))
-        conf = conf.replace("@PROXY_PORT@", str(self.nginx_proxy_port))
-        # The TLS origin's certificate, for 127.0.0.1, from a CA the h2-upstream proxies trust.
-        ca = make_ca(self.tls, "bench CA")
-        identity = issue_server_cert(ca, self.tls, "origin")
-        conf = conf.replace("@ORIGIN_TLS_PORT@", str(self.origin_tls_port))
-        conf = conf.replace("@TLS_CERT@", str(identity.cert_file))
-        conf = conf.replace("@TLS_KEY@", str(identity.key_file))
-        (directory / "nginx.conf").write_text(conf)
-        nginx = shutil.which("nginx") or "/usr/sbin/nginx"
-        out = open(directory / "stdout.log", "wb")
-        self.nginx_process = subprocess.Popen(
-            [nginx, "-p", str(directory), "-c", str(directory / "nginx.conf")],
-            stdout=out,
-            stderr=subprocess.STDOUT,
+        self.nginx_process = start_origin(
+            self.workdir,
+            self.origin_port,
+            self.nginx_proxy_port,
+            self.origin_tls_port,
+            self.tls,
         )
-        out.close()
-        wait_http(f"http://127.0.0.1:{self.origin_port}/", self.nginx_process)
         self.variants[-1].process = self.nginx_process
 
     def redis_writes(self) -> int:
