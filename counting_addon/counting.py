@@ -13,6 +13,7 @@ from mitmproxy.addonmanager import Loader
 
 from counting_addon import received_class
 from counting_addon.endpoints import is_endpoint_flow
+from counting_addon.in_flight import InFlight
 from counting_addon.keys import check_key
 from counting_addon.option_errors import reported_cleanly
 from counting_addon.process_stats import STATS
@@ -23,7 +24,9 @@ from counting_addon.response_classes import CodeClass, code_class
 
 logger = logging.getLogger(__name__)
 
-# Shutdown waits this long for the last counts to reach Redis.
+# Shutdown waits this long for the requests in flight to end (in_flight.py), then this long
+# for the last counts to reach Redis.
+DRAIN_TIMEOUT = 2.0
 CLOSE_TIMEOUT = 3.0
 # A counter replaced by an option change or a script reload goes on writing its counts in the
 # background this long: Redis outages last minutes, and its counts are as real as any.
@@ -44,11 +47,25 @@ class Shutdown:
     """What `done` returns: mitmproxy awaits it on shutdown, and drops it on a script reload.
 
     Not a coroutine: one dropped unawaited would be a warning. This one makes its coroutine only
-    when awaited.
+    when awaited, so a reload neither refuses requests nor waits for any.
     """
 
+    def __init__(self, in_flight: InFlight) -> None:
+        self.in_flight = in_flight
+
     def __await__(self) -> Generator[Any, None, None]:
-        return close_all(CLOSE_TIMEOUT).__await__()
+        return self._shut_down().__await__()
+
+    async def _shut_down(self) -> None:
+        if self.in_flight:
+            logger.info(
+                f"shutting down: refusing new requests, waiting up to {DRAIN_TIMEOUT:g} s for "
+                f"the {len(self.in_flight)} in flight"
+            )
+        left = await self.in_flight.close(DRAIN_TIMEOUT)
+        if left:
+            logger.warning(f"{left} requests were still in flight when the proxy exited")
+        await close_all(CLOSE_TIMEOUT)
 
 
 class CountRequests:
@@ -58,6 +75,7 @@ class CountRequests:
 
     def __init__(self) -> None:
         self.counter: RedisCounter | None = None
+        self.in_flight = InFlight()
 
     def load(self, loader: Loader) -> None:
         loader.add_option(
@@ -125,9 +143,15 @@ class CountRequests:
         if flow.error is not None:
             flow.metadata[REFUSED_FLOW] = True
         elif not is_endpoint_flow(flow) and not is_h2c_preface(flow):
+            if self.in_flight.closing:
+                # Shutting down: refused unread, and so neither proxied nor counted.
+                flow.metadata[REFUSED_FLOW] = True
+                flow.kill()
+                return
             assert self.counter, "configure() runs before any flow"
             self.counter.add()
             STATS.requests += 1
+            self.in_flight.started(flow.id)
 
     # Exactly one of response and error ends each flow (received_class.py). The h2c preface,
     # counted in neither, is killed in the request hook: its error hook finds no class.
@@ -135,10 +159,12 @@ class CountRequests:
         if not is_endpoint_flow(flow):
             assert flow.response
             self._count_response(flow, code_class(flow.response.status_code))
+            self.in_flight.ended(flow.id)
 
     def error(self, flow: http.HTTPFlow) -> None:
         if not is_endpoint_flow(flow) and REFUSED_FLOW not in flow.metadata:
             self._count_response(flow, received_class.on_error(flow))
+            self.in_flight.ended(flow.id)
 
     def _count_response(self, flow: http.HTTPFlow, received: CodeClass | None) -> None:
         if received is None:
@@ -155,4 +181,4 @@ class CountRequests:
         # writes what it has left in the background while the new instance takes over.
         if self.counter is not None:
             self.counter.retire(RETIRE_BOUND)
-        return Shutdown()
+        return Shutdown(self.in_flight)
