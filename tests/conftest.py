@@ -125,8 +125,8 @@ def start_cluster(debian_redis: None, tmp_path: Path) -> Iterator[Callable[..., 
     after the test. Request it before `start_proxy`, so the proxies stop first."""
     started: list[Cluster] = []
 
-    def start(**kwargs: int) -> Cluster:
-        cluster = Cluster(tmp_path / f"cluster{len(started)}", **kwargs)
+    def start(**kwargs: object) -> Cluster:
+        cluster = Cluster(tmp_path / f"cluster{len(started)}", **kwargs)  # type: ignore[arg-type]
         started.append(cluster)
         cluster.start()
         return cluster

@@ -18,6 +18,7 @@ from pathlib import Path
 import redis
 
 from counting_addon.embedded_redis import die_with_parent, stop_process
+from tests.support.tls import ServerIdentity, tls_capable
 
 REDIS_SERVER = Path("/usr/bin/redis-server")
 REDIS_CLI = Path("/usr/bin/redis-cli")
@@ -33,6 +34,32 @@ def missing_binaries() -> str | None:
         f"{' and '.join(missing)} not found: the Redis Cluster and Sentinel tests need Debian's "
         "redis-server 7 and redis-cli (`apt-get install redis-server`, as .ci/run does as root)"
     )
+
+
+def missing_tls() -> str | None:
+    """Why the TLS Cluster and Sentinel tests can't run here, or None if they can."""
+    why = missing_binaries()
+    if why is not None:
+        return why
+    if not tls_capable(REDIS_SERVER):
+        return (
+            f"{REDIS_SERVER} is built without TLS: the TLS Cluster and Sentinel tests need "
+            "Debian's, which has it"
+        )
+    return None
+
+
+def tls_args(port: int, identity: ServerIdentity) -> list[str]:
+    """redis-server arguments to serve TLS only, on `port`, with `identity`; clients need no
+    certificate of their own."""
+    return [
+        "--port", "0",
+        "--tls-port", str(port),
+        "--tls-cert-file", str(identity.cert_file),
+        "--tls-key-file", str(identity.key_file),
+        "--tls-ca-cert-file", str(identity.issuer_file),
+        "--tls-auth-clients", "no",
+    ]  # fmt: skip
 
 
 def free_ports(count: int) -> list[int]:
@@ -69,8 +96,11 @@ def poll[T](check: Callable[[], T | None], timeout: float, what: str, step: floa
         time.sleep(step)
 
 
-def client(port: int, password: str | None = None, timeout: float = 5.0) -> redis.Redis:
-    """A plain client for one server (a cluster node, a data node, or a sentinel)."""
+def client(
+    port: int, password: str | None = None, timeout: float = 5.0, ca: Path | None = None
+) -> redis.Redis:
+    """A plain client for one server (a cluster node, a data node, or a sentinel); over TLS,
+    trusting the CA in the file `ca`, if given."""
     return redis.Redis(
         host=HOST,
         port=port,
@@ -78,21 +108,29 @@ def client(port: int, password: str | None = None, timeout: float = 5.0) -> redi
         socket_connect_timeout=timeout,
         socket_timeout=timeout,
         decode_responses=True,
+        ssl=ca is not None,
+        ssl_ca_certs=None if ca is None else str(ca),
     )
 
 
-def info(port: int, section: str, password: str | None = None) -> dict[str, object]:
-    with client(port, password, timeout=2.0) as c:
+def info(
+    port: int, section: str, password: str | None = None, ca: Path | None = None
+) -> dict[str, object]:
+    with client(port, password, timeout=2.0, ca=ca) as c:
         result: dict[str, object] = c.info(section)
         return result
 
 
 class ServerProcess:
     """One Debian redis-server (a data node, a cluster node or a sentinel) on a known port,
-    its own directory and log; stopped by pid. The same port and directory serve a restart."""
+    its own directory and log; stopped by pid. The same port and directory serve a restart.
+    `ca`: the CA file to trust if it speaks TLS only."""
 
-    def __init__(self, port: int, directory: Path, args: Sequence[str]) -> None:
+    def __init__(
+        self, port: int, directory: Path, args: Sequence[str], ca: Path | None = None
+    ) -> None:
         self.port = port
+        self.ca = ca
         self.directory = directory
         self.args = list(args)
         self.process: subprocess.Popen[bytes] | None = None
@@ -135,7 +173,7 @@ class ServerProcess:
         def pong() -> bool:
             if not self.running():
                 raise AssertionError(f"redis-server on port {self.port} exited:\n{self.output()}")
-            with client(self.port, password, timeout=0.5) as c:
+            with client(self.port, password, timeout=0.5, ca=self.ca) as c:
                 return bool(c.ping())
 
         poll(pong, timeout, f"redis-server on port {self.port} to answer PING")
@@ -152,10 +190,12 @@ class ServerProcess:
             stop_process(self.process, timeout)
 
 
-def run_cli(args: Sequence[str], timeout: float) -> str:
-    """redis-cli with `args`; its output. Fails with the output if it exits nonzero."""
+def run_cli(args: Sequence[str], timeout: float, ca: Path | None = None) -> str:
+    """redis-cli with `args` (over TLS, trusting the CA in the file `ca`, if given); its
+    output. Fails with the output if it exits nonzero."""
+    tls = [] if ca is None else ["--tls", "--cacert", str(ca)]
     done = subprocess.run(
-        [str(REDIS_CLI), *args],
+        [str(REDIS_CLI), *tls, *args],
         capture_output=True,
         text=True,
         timeout=timeout,

@@ -2,6 +2,12 @@
 free 127.0.0.1 ports, made with `redis-cli --cluster create`; helpers to find where a key
 lives, to SIGKILL a node and bring it back, to wait for a failover, and to reshard a slot.
 
+With a TLS identity (`tls`), every node speaks TLS only: to clients, on the cluster bus, and
+between replica and primary (`tls-cluster`, `tls-replication`); the nodes then announce their
+TLS ports, and every client here trusts the identity's CA. The identity must serve as a client
+certificate too (`Certificates.node`): on the bus, Redis checks the peer's certificate whatever
+tls-auth-clients says, and refuses one made for servers only ("certificate verify failed").
+
 Timings on a 2-core machine (/tmp notes of issue 13): ready ~2-3 s after spawning; the slot of a
 SIGKILLed primary owned by its replica ~2 s later (cluster-node-timeout 1000 ms).
 """
@@ -12,6 +18,7 @@ import re
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from urllib.parse import quote
 
 import redis
 import redis.cluster
@@ -26,7 +33,9 @@ from tests.support.debian_redis import (
     info,
     poll,
     run_cli,
+    tls_args,
 )
+from tests.support.tls import ServerIdentity
 
 SLOTS = 16384
 # Start-up on a busy machine: spawning, `--cluster create` (about 1 s), every node agreeing
@@ -34,9 +43,10 @@ SLOTS = 16384
 READY_TIMEOUT = 60.0
 
 
-def cluster_state(port: int) -> str:
-    """`cluster_state` from CLUSTER INFO of the node on `port`: "ok" or "fail"."""
-    with client(port, timeout=2.0) as c:
+def cluster_state(port: int, ca: Path | None = None) -> str:
+    """`cluster_state` from CLUSTER INFO of the node on `port`: "ok" or "fail" (over TLS,
+    trusting the CA in the file `ca`, if given)."""
+    with client(port, timeout=2.0, ca=ca) as c:
         text = c.execute_command("CLUSTER", "INFO")
     match = re.search(r"^cluster_state:(\w+)", text, re.MULTILINE)
     assert match is not None, text
@@ -101,7 +111,8 @@ def parse_nodes(text: str) -> list[NodeView]:
 
 class Cluster:
     """`primaries` primaries with `replicas` replicas each, node `i` in `directory`/node-PORT
-    (its nodes.conf there, so a restarted node rejoins as itself)."""
+    (its nodes.conf there, so a restarted node rejoins as itself). With `tls`, TLS only, with
+    that certificate (see the module's docstring)."""
 
     def __init__(
         self,
@@ -109,8 +120,12 @@ class Cluster:
         primaries: int = 3,
         replicas: int = 1,
         node_timeout_ms: int = 1000,
+        tls: ServerIdentity | None = None,
     ) -> None:
         self.directory = directory
+        self.tls = tls
+        # The CA file every client here trusts; None: plain TCP.
+        self.ca = tls.issuer_file if tls is not None else None
         self.primaries = primaries
         self.replicas = replicas
         self.node_timeout_ms = node_timeout_ms
@@ -141,14 +156,19 @@ class Cluster:
             ["--cluster", "create", *addresses, "--cluster-replicas", str(self.replicas),
              "--cluster-yes"],
             timeout=timeout,
+            ca=self.ca,
         )  # fmt: skip
         self.wait_ready(timeout)
 
     def _node(self, port: int, bus_port: int) -> ServerProcess:
         directory = self.directory / f"node-{port}"
+        if self.tls is None:
+            listen = ["--port", str(port)]
+        else:
+            listen = [*tls_args(port, self.tls), "--tls-cluster", "yes", "--tls-replication", "yes"]
         args = [
             str(REDIS_SERVER),
-            "--port", str(port),
+            *listen,
             "--cluster-port", str(bus_port),
             "--cluster-enabled", "yes",
             "--cluster-config-file", "nodes.conf",
@@ -160,7 +180,7 @@ class Cluster:
             # A replica's sync starts at once rather than after 5 s.
             "--repl-diskless-sync-delay", "0",
         ]  # fmt: skip
-        return ServerProcess(port, directory, args)
+        return ServerProcess(port, directory, args, self.ca)
 
     def stop(self) -> None:
         """Stop every node started here (SIGTERM by pid, SIGKILL if it lingers)."""
@@ -179,7 +199,7 @@ class Cluster:
     def _healthy(self) -> bool:
         running = set(self.running_ports())
         for port in running:
-            if cluster_state(port) != "ok":
+            if cluster_state(port, self.ca) != "ok":
                 return False
             views = self.views(via=port)
             live = [v for v in views if v.port in running]
@@ -191,7 +211,7 @@ class Cluster:
             if sum(last - first + 1 for v in primaries for first, last in v.slots) != SLOTS:
                 return False
         for port in running:
-            replication = info(port, "replication")
+            replication = info(port, "replication", ca=self.ca)
             if replication.get("role") == "slave" and (
                 replication.get("master_link_status") != "up"
                 or replication.get("master_sync_in_progress") != 0
@@ -203,10 +223,13 @@ class Cluster:
 
     def url(self, seeds: int | Sequence[int] = 2, path: str = "") -> str:
         """`redis+cluster://127.0.0.1:P1,127.0.0.1:P2`, plus `path`: the first `seeds` nodes,
-        or the nodes on the ports `seeds` lists."""
+        or the nodes on the ports `seeds` lists. With TLS `rediss+cluster://...`, plus
+        `?ssl_ca_certs=CA`."""
         ports = list(self.nodes)[:seeds] if isinstance(seeds, int) else list(seeds)
         hosts = ",".join(f"{HOST}:{port}" for port in ports)
-        return f"redis+cluster://{hosts}{path}"
+        if self.ca is None:
+            return f"redis+cluster://{hosts}{path}"
+        return f"rediss+cluster://{hosts}{path}?ssl_ca_certs={quote(str(self.ca), safe='/')}"
 
     def admin(self) -> redis.cluster.RedisCluster:
         """A redis-py cluster client for the test's own reads (values as bytes)."""
@@ -214,16 +237,18 @@ class Cluster:
             startup_nodes=[redis.cluster.ClusterNode(HOST, p) for p in self.running_ports()],
             socket_connect_timeout=5,
             socket_timeout=5,
+            ssl=self.ca is not None,
+            ssl_ca_certs=None if self.ca is None else str(self.ca),
         )
 
     def node_client(self, port: int) -> redis.Redis:
         """A plain client for the one node on `port` (strings decoded)."""
-        return client(port)
+        return client(port, ca=self.ca)
 
     def views(self, via: int | None = None) -> list[NodeView]:
         """CLUSTER NODES as node `via` (by default the first running one) sees it."""
         port = via if via is not None else self.running_ports()[0]
-        with client(port, timeout=2.0) as c:
+        with client(port, timeout=2.0, ca=self.ca) as c:
             return parse_nodes(c.execute_command("CLUSTER", "NODES"))
 
     def owner_of_slot(self, slot: int, via: int | None = None) -> int:
@@ -287,14 +312,14 @@ class Cluster:
         def promoted() -> int | None:
             owners = set()
             for port in self.running_ports():
-                if cluster_state(port) != "ok":
+                if cluster_state(port, self.ca) != "ok":
                     return None
                 owners.add(self._owner(slot, via=port))
             if len(owners) != 1 or old_port in owners or None in owners:
                 return None
             (owner,) = owners
             assert owner is not None
-            with client(owner, timeout=2.0) as c:
+            with client(owner, timeout=2.0, ca=self.ca) as c:
                 role = c.execute_command("ROLE")
             return owner if role[0] == "master" else None
 
@@ -316,6 +341,7 @@ class Cluster:
              "--cluster-from", views[source].id, "--cluster-to", views[to_port].id,
              "--cluster-slots", str(count), "--cluster-yes"],
             timeout=timeout,
+            ca=self.ca,
         )  # fmt: skip
 
         def moved() -> bool:

@@ -12,6 +12,10 @@ Optionally the replica replicates through a DelayRelay (`replication_delay` s la
 SIGKILLed primary takes acknowledged writes with it. Sentinel then sees the replica following
 another port than the primary's and "fixes" it after `failover-timeout`: that timeout is
 large then (60 s), as the notes of issue 13 advise.
+
+With a TLS identity (`tls`), every process speaks TLS only: the data nodes to clients and to
+each other (`tls-replication`), the sentinels to clients, and to the data nodes and each other
+(`tls-replication` in sentinel.conf); every client here trusts the identity's CA.
 """
 
 from __future__ import annotations
@@ -30,8 +34,10 @@ from tests.support.debian_redis import (
     free_ports,
     info,
     poll,
+    tls_args,
 )
 from tests.support.delay_relay import DelayRelay
+from tests.support.tls import ServerIdentity
 
 SERVICE = "mymaster"
 SENTINELS = 3
@@ -54,7 +60,7 @@ class Sentinels:
 
     `data_password`: requirepass (and masterauth) of the data nodes, which the sentinels use
     too. `sentinel_password`: requirepass of the sentinels themselves (and the one they use
-    with each other).
+    with each other). `tls`: TLS only, with that certificate (see the module's docstring).
     """
 
     def __init__(
@@ -66,8 +72,12 @@ class Sentinels:
         down_after_ms: int = 1000,
         failover_timeout_ms: int | None = None,
         replication_delay: float = 0.0,
+        tls: ServerIdentity | None = None,
     ) -> None:
         self.directory = directory
+        self.tls = tls
+        # The CA file every client here trusts; None: plain TCP.
+        self.ca = tls.issuer_file if tls is not None else None
         self.name = name
         self.data_password = data_password
         self.sentinel_password = sentinel_password
@@ -122,9 +132,13 @@ class Sentinels:
             if self.data_password
             else []
         )
+        if self.tls is None:
+            listen = ["--port", str(port)]
+        else:
+            listen = [*tls_args(port, self.tls), "--tls-replication", "yes"]
         args = [
             str(REDIS_SERVER),
-            "--port", str(port),
+            *listen,
             "--bind", HOST,
             "--save", "",
             "--appendonly", "no",
@@ -133,15 +147,28 @@ class Sentinels:
             "--repl-diskless-sync-delay", "0",
             *auth,
         ]  # fmt: skip
-        return ServerProcess(port, directory, args)
+        return ServerProcess(port, directory, args, self.ca)
 
     def _sentinel(
         self, port: int, primary: int, replica: int, ids: dict[int, str]
     ) -> ServerProcess:
         directory = self.directory / f"sentinel-{port}"
         directory.mkdir(parents=True, exist_ok=True)
+        if self.tls is None:
+            listen = [f"port {port}"]
+        else:
+            listen = [
+                "port 0",
+                f"tls-port {port}",
+                f'tls-cert-file "{self.tls.cert_file}"',
+                f'tls-key-file "{self.tls.key_file}"',
+                f'tls-ca-cert-file "{self.tls.issuer_file}"',
+                # TLS to the data nodes and to the other sentinels too.
+                "tls-replication yes",
+                "tls-auth-clients no",
+            ]
         lines = [
-            f"port {port}",
+            *listen,
             f"bind {HOST}",
             f'dir "{directory}"',
             f"sentinel myid {ids[port]}",
@@ -166,7 +193,9 @@ class Sentinels:
         # Sentinel rewrites its config file as it learns: one writable file per sentinel.
         config = directory / "sentinel.conf"
         config.write_text("\n".join(lines) + "\n")
-        return ServerProcess(port, directory, [str(REDIS_SERVER), str(config), "--sentinel"])
+        return ServerProcess(
+            port, directory, [str(REDIS_SERVER), str(config), "--sentinel"], self.ca
+        )
 
     def stop(self) -> None:
         """Stop every process started here (SIGTERM by pid, SIGKILL if it lingers), and the
@@ -189,7 +218,8 @@ class Sentinels:
         if len(replicas) != 1:
             return False
         (replica,) = replicas
-        if info(replica, "replication", self.data_password).get("master_link_status") != "up":
+        replication = info(replica, "replication", self.data_password, self.ca)
+        if replication.get("master_link_status") != "up":
             return False
         for port in self.running_sentinel_ports():
             with self.sentinel_client(port) as c:
@@ -224,24 +254,25 @@ class Sentinels:
     def url(self, db: int | None = None, with_credentials: bool = True) -> str:
         """`redis+sentinel://[:PASSWORD@]127.0.0.1:S1,...,127.0.0.1:S3/NAME[/DB]
         [?sentinel_password=...]`: the data nodes' password in the userinfo, the sentinels'
-        in the query (when set, and `with_credentials`)."""
+        in the query (when set, and `with_credentials`). With TLS `rediss+sentinel://...`,
+        the query starting with `ssl_ca_certs=CA`."""
         hosts = ",".join(f"{HOST}:{port}" for port in self.sentinels)
         userinfo = (
             f":{quote(self.data_password, safe='')}@"
             if self.data_password and with_credentials
             else ""
         )
-        query = (
-            f"?sentinel_password={quote(self.sentinel_password, safe='')}"
-            if self.sentinel_password and with_credentials
-            else ""
-        )
+        arguments = [f"ssl_ca_certs={quote(str(self.ca), safe='/')}"] if self.ca else []
+        if self.sentinel_password and with_credentials:
+            arguments.append(f"sentinel_password={quote(self.sentinel_password, safe='')}")
+        query = f"?{'&'.join(arguments)}" if arguments else ""
         database = f"/{db}" if db is not None else ""
-        return f"redis+sentinel://{userinfo}{hosts}/{self.name}{database}{query}"
+        scheme = "redis+sentinel" if self.ca is None else "rediss+sentinel"
+        return f"{scheme}://{userinfo}{hosts}/{self.name}{database}{query}"
 
     def sentinel_client(self, port: int) -> redis.Redis:
         """A client for the sentinel on `port` (strings decoded)."""
-        return client(port, self.sentinel_password, timeout=2.0)
+        return client(port, self.sentinel_password, timeout=2.0, ca=self.ca)
 
     def primary_port(self) -> int:
         """The primary's port as the first sentinel that answers names it."""
@@ -266,6 +297,8 @@ class Sentinels:
             password=self.data_password,
             socket_connect_timeout=5,
             socket_timeout=5,
+            ssl=self.ca is not None,
+            ssl_ca_certs=None if self.ca is None else str(self.ca),
         )
 
     # --- faults --------------------------------------------------------------------------------
@@ -289,7 +322,7 @@ class Sentinels:
             if len(named) != 1 or old_port in named:
                 return None
             (new,) = named
-            with client(new, self.data_password, timeout=2.0) as c:
+            with client(new, self.data_password, timeout=2.0, ca=self.ca) as c:
                 role = c.execute_command("ROLE")
             return new if role[0] == "master" else None
 

@@ -148,8 +148,14 @@ def make_ca(directory: Path, common_name: str, key_usage: bool = True) -> Author
     return Authority(key, cert, cert_file)
 
 
-def issue_server_cert(ca: Authority, directory: Path, stem: str) -> ServerIdentity:
-    """A certificate for 127.0.0.1 (IP SAN) and localhost, signed by `ca`."""
+def issue_server_cert(
+    ca: Authority, directory: Path, stem: str, client_too: bool = False
+) -> ServerIdentity:
+    """A certificate for 127.0.0.1 (IP SAN) and localhost, signed by `ca`; fit for a TLS client
+    too if `client_too`."""
+    usages = [ExtendedKeyUsageOID.SERVER_AUTH]
+    if client_too:
+        usages.append(ExtendedKeyUsageOID.CLIENT_AUTH)
     key = ec.generate_private_key(ec.SECP256R1())
     cert = (
         _builder(_name(HOST), ca.cert.subject, key)
@@ -174,7 +180,7 @@ def issue_server_cert(ca: Authority, directory: Path, stem: str) -> ServerIdenti
             ),
             critical=True,
         )
-        .add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.SERVER_AUTH]), critical=False)
+        .add_extension(x509.ExtendedKeyUsage(usages), critical=False)
         .add_extension(x509.SubjectKeyIdentifier.from_public_key(key.public_key()), critical=False)
         .add_extension(
             x509.AuthorityKeyIdentifier.from_issuer_public_key(ca.key.public_key()),
@@ -192,12 +198,16 @@ def issue_server_cert(ca: Authority, directory: Path, stem: str) -> ServerIdenti
 
 @dataclass(frozen=True)
 class Certificates:
-    """The test CA and the server identity it signed; an unrelated CA and the one it signed."""
+    """The test CA and the server identity it signed; an unrelated CA and the one it signed;
+    and an identity of the test CA's for Redis Cluster nodes, which present their certificate
+    as clients too, to each other on the cluster bus (and check it whatever
+    tls-auth-clients says)."""
 
     ca: Path
     server: ServerIdentity
     other_ca: Path
     rogue_server: ServerIdentity
+    node: ServerIdentity
 
 
 def make_certificates(directory: Path) -> Certificates:
@@ -208,6 +218,7 @@ def make_certificates(directory: Path) -> Certificates:
         server=issue_server_cert(test_ca, directory, "server"),
         other_ca=other_ca.cert_file,
         rogue_server=issue_server_cert(other_ca, directory, "rogue-server"),
+        node=issue_server_cert(test_ca, directory, "node", client_too=True),
     )
 
 
