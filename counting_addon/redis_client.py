@@ -112,8 +112,7 @@ class RedisClient:
         reads the topology again on its next command (a pipeline doesn't see to that)."""
         assert isinstance(self.client, RedisCluster)
         try:
-            await self.client.initialize()
-            node = self.client.get_node_from_key(key)
+            node = await self._node_of(key)
             pipe = self.client.pipeline(transaction=False)
             pipe.execute_command(*command, target_nodes=node)
             pipe.execute_command(*wait, target_nodes=node)
@@ -125,13 +124,18 @@ class RedisClient:
             await self.client.aclose()
         return results
 
+    async def _node_of(self, key: str) -> ClusterNode | None:
+        """The primary holding `key`'s slot, the topology read first if it is not known yet."""
+        assert isinstance(self.client, RedisCluster)
+        await self.client.initialize()
+        return self.client.get_node_from_key(key)
+
     async def eviction_policy(self, key: str) -> str | None:
         """Redis's maxmemory-policy on the node holding `key`; None where CONFIG GET is
         refused (an ACL without it, a managed service that renamed it)."""
         try:
             if isinstance(self.client, RedisCluster):
-                await self.client.initialize()
-                node = self.client.get_node_from_key(key)
+                node = await self._node_of(key)
                 reply = await self.client.config_get("maxmemory-policy", target_nodes=node)
             else:
                 reply = await self.client.config_get("maxmemory-policy")

@@ -5,12 +5,13 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Protocol
 
 import pytest
 import redis
 
 from counting_addon.embedded_redis import EmbeddedRedis
-from tests.support.debian_redis import missing_binaries
+from tests.support.debian_redis import missing_binaries, missing_tls
 from tests.support.processes import (
     Proxy,
     ProxyFactory,
@@ -19,7 +20,7 @@ from tests.support.processes import (
 )
 from tests.support.redis_cluster import Cluster
 from tests.support.redis_sentinel import Sentinels
-from tests.support.tls import Certificates, make_certificates
+from tests.support.tls import Certificates, ServerIdentity, make_certificates
 
 
 @pytest.fixture(scope="session")
@@ -119,21 +120,32 @@ def debian_redis() -> None:
         pytest.skip(why)
 
 
+class SetUp(Protocol):
+    def start(self) -> None: ...
+    def stop(self) -> None: ...
+
+
+def started[S: SetUp](make: Callable[..., S], directory: Path) -> Iterator[Callable[..., S]]:
+    """A factory fixture's body: `make(directory/kindN, **kwargs)`, started (ready when
+    returned); every one stopped after the test."""
+    set_ups: list[S] = []
+
+    def start(**kwargs: object) -> S:
+        set_up = make(directory / f"{make.__name__.lower()}{len(set_ups)}", **kwargs)
+        set_ups.append(set_up)
+        set_up.start()
+        return set_up
+
+    yield start
+    for set_up in set_ups:
+        set_up.stop()
+
+
 @pytest.fixture
 def start_cluster(debian_redis: None, tmp_path: Path) -> Iterator[Callable[..., Cluster]]:
     """Starts Redis Clusters (`Cluster`'s arguments; ready when returned); stops every node
     after the test. Request it before `start_proxy`, so the proxies stop first."""
-    started: list[Cluster] = []
-
-    def start(**kwargs: object) -> Cluster:
-        cluster = Cluster(tmp_path / f"cluster{len(started)}", **kwargs)  # type: ignore[arg-type]
-        started.append(cluster)
-        cluster.start()
-        return cluster
-
-    yield start
-    for cluster in started:
-        cluster.stop()
+    yield from started(Cluster, tmp_path)
 
 
 @pytest.fixture
@@ -147,21 +159,17 @@ def redis_cluster(start_cluster: Callable[..., Cluster]) -> Cluster:
 def start_sentinels(debian_redis: None, tmp_path: Path) -> Iterator[Callable[..., Sentinels]]:
     """Starts Sentinel set-ups (`Sentinels`' arguments: passwords, a replication delay...;
     ready when returned); stops them after the test. Request it before `start_proxy`."""
-    started: list[Sentinels] = []
-
-    def start(**kwargs: object) -> Sentinels:
-        sentinels = Sentinels(tmp_path / f"sentinels{len(started)}", **kwargs)  # type: ignore[arg-type]
-        started.append(sentinels)
-        sentinels.start()
-        return sentinels
-
-    yield start
-    for sentinels in started:
-        sentinels.stop()
+    yield from started(Sentinels, tmp_path)
 
 
-@pytest.fixture
-def redis_sentinels(start_sentinels: Callable[..., Sentinels]) -> Sentinels:
-    """A primary, a replica and three sentinels of this test's own, without passwords, ready
-    (tests/support/redis_sentinel.py); free to kill and restart."""
-    return start_sentinels()
+@pytest.fixture(params=["plain", "tls"])
+def redis_tls(request: pytest.FixtureRequest, certs: Certificates) -> ServerIdentity | None:
+    """A test taking it runs twice: over plain TCP (None), and TLS-only (`rediss+` URLs) with
+    this certificate, which cluster nodes also present to each other as clients. Skipped,
+    saying why, without a TLS-capable Debian redis-server."""
+    if request.param == "plain":
+        return None
+    why = missing_tls()
+    if why is not None:
+        pytest.skip(why)
+    return certs.node

@@ -15,22 +15,23 @@ from __future__ import annotations
 import re
 import subprocess
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
 
 from counting_addon.keys import responses_key, writer_key
 from tests.support.http_client import (
-    concurrent_gets,
     counter_is,
     counter_of,
+    gets_all_ok,
     poll_status,
     status_of,
 )
 from tests.support.load import Load, Results, ms
 from tests.support.processes import Process, Proxy, ProxyFactory, free_port, proxy_command
 from tests.support.redis_cluster import Cluster, slot_of
+from tests.support.tls import ServerIdentity
 
 pytestmark = pytest.mark.topology
 
@@ -73,10 +74,7 @@ def shared_cluster(
 
 
 def send_concurrently(url: str, count: int = REQUESTS) -> None:
-    """`count` proxied GETs, CONNECTIONS at a time; every one must get a 200."""
-    responses = concurrent_gets(f"{url}/cluster", count, CONNECTIONS, BURST_TIMEOUT)
-    codes = [r.status_code for r in responses]
-    assert codes == [200] * count, sorted(set(codes))
+    gets_all_ok(f"{url}/cluster", count, CONNECTIONS, BURST_TIMEOUT)
 
 
 def assert_stored_beside(cluster: Cluster, key: str, expected: int) -> None:
@@ -188,14 +186,21 @@ def test_database_other_than_0_is_refused(
 
 
 def test_primary_of_the_counter_killed_under_load(
-    redis_cluster: Cluster, start_proxy: ProxyFactory, upstream: str
+    start_cluster: Callable[..., Cluster],
+    redis_tls: ServerIdentity | None,
+    start_proxy: ProxyFactory,
+    upstream: str,
 ) -> None:
     """SIGKILL of the primary that owns the counter's slot (the first of the URL's two seeds)
     while clients keep sending; later it comes back as a replica. Every proxied request is
-    answered 200, and the count is exact."""
-    cluster = redis_cluster
+    answered 200, and the count is exact. Over plain TCP, and TLS-only (`rediss+cluster://`:
+    the promoted replica, no seed, is found by following the topology at the TLS port it
+    announces, hostnames checked)."""
+    cluster = start_cluster(tls=redis_tls)
     victim = cluster.owner_of(KEY)
-    p = start_proxy(upstream, cluster.url(seeds=[victim, cluster.primary_ports()[0]]))
+    url = cluster.url(seeds=[victim, cluster.primary_ports()[0]])
+    assert url.startswith("rediss+cluster://" if redis_tls else "redis+cluster://")
+    p = start_proxy(upstream, url)
     with bounded_load(p.url) as load:
         load.wait_for_more(BEFORE)
         killed_at = time.monotonic()

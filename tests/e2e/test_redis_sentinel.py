@@ -19,10 +19,11 @@ import httpx
 import pytest
 
 from counting_addon.keys import responses_key
-from tests.support.http_client import concurrent_gets, counter_is, counter_of, poll_status
+from tests.support.http_client import counter_is, counter_of, gets_all_ok, poll_status
 from tests.support.load import Load, ms
 from tests.support.processes import ProxyFactory
 from tests.support.redis_sentinel import Sentinels
+from tests.support.tls import ServerIdentity
 
 pytestmark = pytest.mark.topology
 
@@ -57,10 +58,7 @@ def shared_sentinels(
 
 
 def send_concurrently(url: str, count: int = REQUESTS) -> None:
-    """`count` proxied GETs, CONNECTIONS at a time; every one must get a 200."""
-    responses = concurrent_gets(f"{url}/sentinel", count, CONNECTIONS, BURST_TIMEOUT)
-    codes = [r.status_code for r in responses]
-    assert codes == [200] * count, sorted(set(codes))
+    gets_all_ok(f"{url}/sentinel", count, CONNECTIONS, BURST_TIMEOUT)
 
 
 def assert_stored(sentinels: Sentinels, expected: int, db: int = 0) -> None:
@@ -92,14 +90,21 @@ def test_counts_exactly(
 
 
 def test_passwords_of_sentinels_and_data_nodes(
-    start_sentinels: Callable[..., Sentinels], start_proxy: ProxyFactory, upstream: str
+    start_sentinels: Callable[..., Sentinels],
+    redis_tls: ServerIdentity | None,
+    start_proxy: ProxyFactory,
+    upstream: str,
 ) -> None:
     """Sentinels with `requirepass` (their password in `?sentinel_password=`) and data nodes
     with another (in the userinfo): exact, and neither password appears in what the proxy
-    logs or answers."""
-    sentinels = start_sentinels(data_password=DATA_PASSWORD, sentinel_password=SENTINEL_PASSWORD)
+    logs or answers. Over plain TCP, and TLS-only (`rediss+sentinel://`: TLS to the
+    sentinels and to the primary they name, with the same `ssl_ca_certs`)."""
+    sentinels = start_sentinels(
+        data_password=DATA_PASSWORD, sentinel_password=SENTINEL_PASSWORD, tls=redis_tls
+    )
     url = sentinels.url()
     assert DATA_PASSWORD in url and SENTINEL_PASSWORD in url
+    assert url.startswith("rediss+sentinel://" if redis_tls else "redis+sentinel://")
     p = start_proxy(upstream, url)
     send_concurrently(p.url)
     assert counter_of(p.url) == REQUESTS
@@ -118,12 +123,16 @@ def test_passwords_of_sentinels_and_data_nodes(
 
 
 def test_primary_killed_under_load(
-    redis_sentinels: Sentinels, start_proxy: ProxyFactory, upstream: str
+    start_sentinels: Callable[..., Sentinels],
+    redis_tls: ServerIdentity | None,
+    start_proxy: ProxyFactory,
+    upstream: str,
 ) -> None:
     """SIGKILL of the primary while clients keep sending; the sentinels promote the replica;
     the old primary comes back as its replica. Every proxied request is answered 200, and the
-    count is exact."""
-    sentinels = redis_sentinels
+    count is exact. Over plain TCP, and TLS-only (the sentinels talking TLS to each other and
+    to the data nodes)."""
+    sentinels = start_sentinels(tls=redis_tls)
     p = start_proxy(upstream, sentinels.url())
     with Load(p.url, CLIENTS, max_requests=LOAD_REQUESTS, max_seconds=LOAD_SECONDS) as load:
         load.wait_for_more(BEFORE)

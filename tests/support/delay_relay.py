@@ -11,42 +11,16 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import threading
 import time
 
 from tests.support.debian_redis import HOST
+from tests.support.relay import LoopbackRelay
 
 
-class DelayRelay:
+class DelayRelay(LoopbackRelay):
     def __init__(self, target_port: int, delay: float) -> None:
-        self.target_port = target_port
+        super().__init__(target_port)
         self.delay = delay
-        self.port = 0
-        self._loop = asyncio.new_event_loop()
-        self._thread = threading.Thread(target=self._loop.run_forever, daemon=True)
-        self._server: asyncio.Server | None = None
-
-    def start(self, port: int = 0) -> None:
-        """Listen on 127.0.0.1:`port` (0: any free one, then in `self.port`)."""
-        self._thread.start()
-        self._server = asyncio.run_coroutine_threadsafe(
-            asyncio.start_server(self._serve, HOST, port), self._loop
-        ).result(10)
-        self.port = self._server.sockets[0].getsockname()[1]
-
-    def stop(self) -> None:
-        async def close() -> None:
-            assert self._server is not None
-            self._server.close()
-            for task in asyncio.all_tasks():
-                if task is not asyncio.current_task():
-                    task.cancel()
-
-        if self._thread.is_alive():
-            asyncio.run_coroutine_threadsafe(close(), self._loop).result(10)
-            self._loop.call_soon_threadsafe(self._loop.stop)
-            self._thread.join(10)
-        self._loop.close()
 
     async def _serve(self, client_r: asyncio.StreamReader, client_w: asyncio.StreamWriter) -> None:
         try:

@@ -177,6 +177,13 @@ def concurrent_gets(
     return asyncio.run(run())
 
 
+def gets_all_ok(url: str, count: int, connections: int, timeout: float = 60.0) -> None:
+    """`count` GETs under `url`, `connections` at a time (concurrent_gets); every one must get
+    a 200."""
+    codes = [r.status_code for r in concurrent_gets(url, count, connections, timeout)]
+    assert codes == [200] * count, sorted(set(codes))
+
+
 def send(url: str, path: str, count: int) -> None:
     """`count` GETs of `path`/0, `path`/1, ... one after another, each of which must be proxied
     with a 200."""

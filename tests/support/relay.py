@@ -13,21 +13,22 @@ import threading
 from typing import Literal
 
 
-class Relay:
+class LoopbackRelay:
+    """A TCP server on 127.0.0.1 whose every connection `_serve` relays to `target_port`, on an
+    event loop of its own in a thread (the tests around it are synchronous)."""
+
     def __init__(self, target_port: int) -> None:
         self.target_port = target_port
         self.port = 0
-        self.lost_replies = 0
-        self.reply_held = threading.Event()
-        self._armed: Literal["drop", "hold"] | None = None
         self._loop = asyncio.new_event_loop()
         self._thread = threading.Thread(target=self._loop.run_forever, daemon=True)
         self._server: asyncio.Server | None = None
 
-    def start(self) -> None:
+    def start(self, port: int = 0) -> None:
+        """Listen on 127.0.0.1:`port` (0: any free one, then in `self.port`)."""
         self._thread.start()
         self._server = asyncio.run_coroutine_threadsafe(
-            asyncio.start_server(self._serve, "127.0.0.1", 0), self._loop
+            asyncio.start_server(self._serve, "127.0.0.1", port), self._loop
         ).result(10)
         self.port = self._server.sockets[0].getsockname()[1]
 
@@ -39,12 +40,24 @@ class Relay:
                 if task is not asyncio.current_task():
                     task.cancel()
 
-        asyncio.run_coroutine_threadsafe(close(), self._loop).result(10)
-        self._loop.call_soon_threadsafe(self._loop.stop)
-        self._thread.join(10)
+        if self._thread.is_alive():
+            asyncio.run_coroutine_threadsafe(close(), self._loop).result(10)
+            self._loop.call_soon_threadsafe(self._loop.stop)
+            self._thread.join(10)
         # Else it is closed, with a ResourceWarning, whenever the garbage collector gets to it:
         # inside a test that checks for warnings, say.
         self._loop.close()
+
+    async def _serve(self, client_r: asyncio.StreamReader, client_w: asyncio.StreamWriter) -> None:
+        raise NotImplementedError
+
+
+class Relay(LoopbackRelay):
+    def __init__(self, target_port: int) -> None:
+        super().__init__(target_port)
+        self.lost_replies = 0
+        self.reply_held = threading.Event()
+        self._armed: Literal["drop", "hold"] | None = None
 
     def lose_next_write_reply(self, then: Literal["drop", "hold"]) -> None:
         self.reply_held.clear()
