@@ -30,7 +30,7 @@ from pathlib import Path
 import redis
 
 from benchmarks.profile import profile
-from counting_addon.embedded_redis import EmbeddedRedis, stop_process
+from counting_addon.launcher.embedded_redis import EmbeddedRedis, stop_process
 
 # The tests' helpers for ports, /proc and certificates, one copy of each: they need nothing
 # the bench's own install lacks.

@@ -47,10 +47,11 @@ from pathlib import Path
 
 import redis
 
-from counting_addon.keys import responses_key, writer_key
-from counting_addon.redis_client import RedisClient
-from counting_addon.redis_counter import APPLY_BATCH, WRITE_INTERVAL, WRITER_KEY_TTL
-from counting_addon.redis_url import parse
+from counting_addon.store.batch import APPLY_BATCH, WRITER_KEY_TTL
+from counting_addon.store.client import RedisClient
+from counting_addon.store.counter import WRITE_INTERVAL
+from counting_addon.store.keys import responses_key, writer_key
+from counting_addon.store.url import parse
 
 # The tests' helpers for Debian's redis-server, one copy of each.
 from tests.support.debian_redis import REDIS_SERVER, ServerProcess, client, free_ports
@@ -617,7 +618,7 @@ def report(rows: Sequence[Row], memory_figures: Memory, seconds: float, took: fl
         "(different keys) across its primaries; it does not split one hot key. For one counter "
         "whose proxies need more calls than one node takes, two ways, neither built:",
         "",
-        "- Raise WRITE_INTERVAL (a constant in counting_addon/redis_counter.py, not an "
+        "- Raise WRITE_INTERVAL (a constant in counting_addon/store/counter.py, not an "
         "option). Calls/s = proxies ÷ WRITE_INTERVAL, so serving P proxies within a budget of "
         "C calls/s needs WRITE_INTERVAL ≥ P ÷ C: with the ceiling measured here "
         f"({ceiling:.0f} calls per Redis CPU-second), kept at half a core "

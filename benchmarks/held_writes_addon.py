@@ -7,8 +7,9 @@ instead would add the cost of reconnecting, which grows with the run's length, n
 requests).
 """
 
-from counting_addon import CountingProxy, redis_counter
+from counting_addon import CountingProxy
+from counting_addon.store import counter
 
-redis_counter.WRITE_INTERVAL = 3600.0
+counter.WRITE_INTERVAL = 3600.0
 
 addons = [CountingProxy()]

@@ -33,7 +33,7 @@ from pathlib import Path
 import redis
 
 from benchmarks.bench import BIN, OUT, ROOT, LoadResult, Variant, log, start_origin, wrk
-from counting_addon.embedded_redis import EmbeddedRedis, stop_process
+from counting_addon.launcher.embedded_redis import EmbeddedRedis, stop_process
 from tests.support.http_client import counter_of
 from tests.support.load import Load
 from tests.support.metrics import scrape

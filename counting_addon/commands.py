@@ -13,8 +13,8 @@ from typing import TYPE_CHECKING, Any, TypeVar, cast
 from mitmproxy import command
 
 if TYPE_CHECKING:
-    from counting_addon.counting import CountRequests
-    from counting_addon.redis_counter import RedisCounter
+    from counting_addon.store.counter import RedisCounter
+    from counting_addon.traffic.counting import CountRequests
 
 F = TypeVar("F", bound=Callable[..., Any])
 

@@ -10,7 +10,7 @@ from typing import Protocol
 import pytest
 import redis
 
-from counting_addon.embedded_redis import EmbeddedRedis
+from counting_addon.launcher.embedded_redis import EmbeddedRedis
 from tests.support.debian_redis import missing_binaries, missing_tls
 from tests.support.processes import (
     Proxy,

@@ -15,8 +15,9 @@ import time
 
 import redis
 
-from counting_addon.keys import responses_key
-from counting_addon.redis_counter import WRITE_INTERVAL, WRITER_KEY_TTL
+from counting_addon.store.batch import WRITER_KEY_TTL
+from counting_addon.store.counter import WRITE_INTERVAL
+from counting_addon.store.keys import responses_key
 from tests.support.http_client import counter_is, poll_status
 from tests.support.load import Load
 from tests.support.processes import ProxyFactory

@@ -12,7 +12,7 @@ import httpx
 import pytest
 import redis
 
-from counting_addon.endpoints import READ_TIMEOUT
+from counting_addon.endpoints.answers import READ_TIMEOUT
 from tests.support.bodies import echo
 from tests.support.http2 import h2_client
 from tests.support.http_client import counter_of, raw_exchange, send

@@ -15,7 +15,7 @@ import time
 import pytest
 import redis
 
-from counting_addon.embedded_redis import EmbeddedRedis
+from counting_addon.launcher.embedded_redis import EmbeddedRedis
 from tests.support.http_client import (
     concurrent_gets,
     counter_is,

@@ -7,7 +7,7 @@ import time
 
 import redis
 
-from counting_addon.redis_counter import WRITE_INTERVAL
+from counting_addon.store.counter import WRITE_INTERVAL
 from tests.support.load import Load
 from tests.support.processes import ProxyFactory
 

@@ -18,7 +18,7 @@ import httpx
 import pytest
 import redis
 
-from counting_addon.embedded_redis import EmbeddedRedis
+from counting_addon.launcher.embedded_redis import EmbeddedRedis
 from tests.support.http_client import counter_of, send
 from tests.support.mitmweb import start_web
 from tests.support.processes import (

@@ -20,7 +20,7 @@ from pathlib import Path
 
 import pytest
 
-from counting_addon.keys import responses_key, writer_key
+from counting_addon.store.keys import responses_key, writer_key
 from tests.support.http_client import (
     counter_is,
     counter_of,

@@ -22,7 +22,7 @@ from dataclasses import dataclass
 import pytest
 import redis
 
-from counting_addon.embedded_redis import EmbeddedRedis
+from counting_addon.launcher.embedded_redis import EmbeddedRedis
 from tests.support.http_client import counter_is, poll_status, send, status_json
 from tests.support.load import Results, bounded_load, ms
 from tests.support.processes import Proxy, ProxyFactory, lines_with, wait_for

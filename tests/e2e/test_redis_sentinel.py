@@ -18,7 +18,7 @@ from collections.abc import Callable, Iterator
 import httpx
 import pytest
 
-from counting_addon.keys import responses_key
+from counting_addon.store.keys import responses_key
 from tests.support.http_client import counter_is, counter_of, gets_all_ok, poll_status
 from tests.support.load import Load, ms
 from tests.support.processes import ProxyFactory

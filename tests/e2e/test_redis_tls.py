@@ -18,7 +18,7 @@ import httpx
 import pytest
 import redis
 
-from counting_addon.embedded_redis import EmbeddedRedis
+from counting_addon.launcher.embedded_redis import EmbeddedRedis
 from tests.support.http_client import counter_of, gets_all_ok, status_json, status_of
 from tests.support.processes import Process, Proxy, ProxyFactory, free_port, proxy_command, wait_for
 from tests.support.redis_admin import script_calls

@@ -11,7 +11,7 @@ import socket
 import httpx
 import redis
 
-from counting_addon.response_classes import CodeClass
+from counting_addon.code_class import CodeClass
 from tests.support.http_client import HEADER_END, counter_of, parse_response, raw_exchange
 from tests.support.processes import Proxy, ProxyFactory, free_port, wait_for
 from tests.support.upstream import PATTERN

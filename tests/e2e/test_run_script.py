@@ -12,8 +12,9 @@ import httpx
 import pytest
 import redis
 
-from counting_addon.embedded_redis import EmbeddedRedis, answers
-from counting_addon.run import embedded_redis_for
+from counting_addon.launcher.embedded_redis import EmbeddedRedis, answers
+from counting_addon.launcher.run import embedded_redis_for
+from counting_addon.store.url import parse
 from tests.support.processes import (
     ROOT,
     Process,
@@ -247,5 +248,5 @@ def test_a_cluster_or_sentinel_url_never_gets_an_embedded_redis(
     url: str, capsys: pytest.CaptureFixture[str]
 ) -> None:
     """Nothing to start in their place (and nothing answers there): used as they are."""
-    assert embedded_redis_for(url) is None
+    assert embedded_redis_for(parse(url)) is None
     assert "using the Redis at" in capsys.readouterr().err

@@ -27,7 +27,7 @@ import h11
 import pytest
 import redis
 
-from counting_addon.endpoints import READ_TIMEOUT
+from counting_addon.endpoints.answers import READ_TIMEOUT
 from tests.support.http_client import counter_of
 from tests.support.processes import Proxy, ProxyFactory, wait_for
 from tests.support.procfs import KiB, MiB, cpu_seconds, fd_count, status_bytes

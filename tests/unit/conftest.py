@@ -8,8 +8,9 @@ from pathlib import Path
 
 import pytest
 
-from counting_addon.embedded_redis import EmbeddedRedis
-from counting_addon.redis_counter import RedisCounter
+from counting_addon.launcher.embedded_redis import EmbeddedRedis
+from counting_addon.store.counter import RedisCounter
+from counting_addon.store.url import parse
 from tests.support.processes import start_redis
 
 
@@ -18,7 +19,7 @@ async def counts_pending(tmp_path: Path) -> AsyncIterator[tuple[EmbeddedRedis, R
     """A counter that wrote 1 count to a redis-server of its own, which then stopped, and has
     4 more waiting; `start()` brings that Redis back on the same port with the same data."""
     server = start_redis(tmp_path)
-    counter = RedisCounter(server.url, "counter")
+    counter = RedisCounter(parse(server.url), "counter")
     counter.add()
     async with asyncio.timeout(10):
         assert await counter.read() == 1

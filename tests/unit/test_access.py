@@ -12,7 +12,7 @@ from mitmproxy.flow import Error
 from mitmproxy.test import taddons
 
 from counting_addon import CountingProxy
-from counting_addon.access import client_address, parse_allow_from
+from counting_addon.endpoints.access import client_address, parse_allow_from
 from tests.support.flows import all_hooks, flow, request_hook
 from tests.support.processes import free_port
 
@@ -152,7 +152,7 @@ def test_one_log_line_per_change(caplog: pytest.LogCaptureFixture) -> None:
     with taddons.context(Proxyserver(), proxy) as tctx, caplog.at_level(logging.INFO):
         for value in ["10.0.0.0/8, ::1", "10.0.0.0/8,::1", "", ""]:
             tctx.configure(proxy.access, counter_allow_from=value)
-    lines = [r.getMessage() for r in caplog.records if r.name == "counting_addon.access"]
+    lines = [r.getMessage() for r in caplog.records if r.name == "counting_addon.endpoints.access"]
     assert lines == [
         "counting_addon: the proxy's own endpoints answer 10.0.0.0/8, ::1/128",
         "counting_addon: the proxy's own endpoints answer any client",

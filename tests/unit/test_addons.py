@@ -13,8 +13,8 @@ from mitmproxy.flow import Error
 from mitmproxy.test import taddons, tutils
 
 from counting_addon import CountingProxy, StreamBodies
-from counting_addon.process_stats import STATS
-from counting_addon.response_classes import CodeClass, no_responses
+from counting_addon.code_class import CodeClass, no_responses
+from counting_addon.process import PROCESS
 from tests.support.flows import REVERSE, all_hooks, flow, request_hook
 from tests.support.processes import free_port
 
@@ -220,7 +220,11 @@ class TestResponses:
     async def test_each_counted_flow_adds_its_class_once_and_this_process_figures(
         self, redis_url: str, redis_client: redis.Redis
     ) -> None:
-        before = (STATS.requests, dict(STATS.responses), sum(STATS.request_duration.counts))
+        before = (
+            PROCESS.stats.requests,
+            dict(PROCESS.stats.responses),
+            sum(PROCESS.stats.request_duration.counts),
+        )
         proxy = CountingProxy()
         with taddons.context(Proxyserver(), proxy) as tctx:
             tctx.configure(proxy.counting, counter_redis_url=redis_url)
@@ -230,12 +234,12 @@ class TestResponses:
                 all_hooks(proxy, f)
             ok.response = tutils.tresp(status_code=204)
             ok.response.timestamp_end = ok.request.timestamp_start + 0.02
-            proxy.counting.response(ok)
+            proxy.response(ok)
             upstream_down.error = Error("Connect call failed")
-            proxy.counting.error(upstream_down)
+            proxy.error(upstream_down)
             await request_hook(proxy.endpoints, status)
-            proxy.counting.response(status)
-            proxy.counting.error(refused)
+            proxy.response(status)
+            proxy.error(refused)
             counter = proxy.counting.counter
             assert counter is not None
             shared = await counter.read_shared()
@@ -243,9 +247,9 @@ class TestResponses:
         assert shared.requests == 2
         assert shared.responses == no_responses() | {CodeClass.C2XX: 1, CodeClass.C5XX: 1}
         assert redis_client.hgetall("{counter}:responses") == {b"2xx": b"1", b"5xx": b"1"}
-        assert STATS.requests - before[0] == 2
-        assert {c: STATS.responses[c] - before[1][c] for c in CodeClass} == shared.responses
-        assert sum(STATS.request_duration.counts) - before[2] == 2
+        assert PROCESS.stats.requests - before[0] == 2
+        assert {c: PROCESS.stats.responses[c] - before[1][c] for c in CodeClass} == shared.responses
+        assert sum(PROCESS.stats.request_duration.counts) - before[2] == 2
 
 
 class TestStatus:

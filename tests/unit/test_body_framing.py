@@ -9,7 +9,7 @@ from mitmproxy.options import Options
 from mitmproxy.proxy.context import Context
 from mitmproxy.test import tflow, tutils
 
-from counting_addon.body_framing import FrameUnknownLengthBodies, UpstreamProtocols
+from counting_addon.traffic.chunking import FrameUnknownLengthBodies, UpstreamProtocols
 
 UPSTREAM = ("client-1", ("upstream.example", 443))
 

@@ -12,9 +12,10 @@ from mitmproxy.addons.proxyserver import Proxyserver
 from mitmproxy.test import taddons
 
 from counting_addon import CountingProxy
+from counting_addon.code_class import CodeClass
 from counting_addon.commands import UNKNOWN
-from counting_addon.redis_counter import RedisCounter
-from counting_addon.response_classes import CodeClass, Shared
+from counting_addon.store.counter import RedisCounter
+from counting_addon.store.shared import Shared
 from tests.support.processes import free_port, wait_for
 
 

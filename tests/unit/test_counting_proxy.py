@@ -6,10 +6,13 @@ from typing import Any
 
 import mitmproxy.proxy.layers  # noqa: F401  (defines the flow hooks, filling hooks.all_hooks)
 from mitmproxy import hooks
+from mitmproxy.test import tflow
 
 from counting_addon import CountingProxy
+from counting_addon.endpoints.rules import ENDPOINT_FLOW
 
-PARTS = ("status", "metrics", "access", "endpoints", "counting", "streaming", "framing")
+# The proxy's own parts; the endpoints hand their hooks on to access control themselves.
+PARTS = ("endpoints", "counting", "streaming", "framing")
 
 
 def hooks_of(part: object) -> set[str]:
@@ -26,8 +29,12 @@ def test_every_hook_of_every_part_is_handed_to_it() -> None:
             calls.add(call)
 
         setattr(getattr(proxy, part_name), name, record)
-    for name in hooks_of(proxy):
-        getattr(proxy, name)(*([] if name in ("running", "done") else [object()]))
+    # The proxy hands a hook to the endpoints or to the other parts, by the flow: one of each.
+    proxied, endpoint = tflow.tflow(), tflow.tflow()
+    endpoint.metadata[ENDPOINT_FLOW] = "status"
+    for flow in (proxied, endpoint):
+        for name in hooks_of(proxy):
+            getattr(proxy, name)(*([] if name in ("running", "done") else [flow]))
     assert calls == expected
 
 

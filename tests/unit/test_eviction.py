@@ -9,8 +9,9 @@ from pathlib import Path
 
 import pytest
 
-from counting_addon.eviction import eviction_warning
-from counting_addon.redis_counter import RedisCounter
+from counting_addon.store.counter import RedisCounter
+from counting_addon.store.eviction import eviction_warning
+from counting_addon.store.url import parse
 from tests.support.processes import logged, poll, start_redis
 from tests.support.redis_admin import admin_of
 
@@ -36,13 +37,13 @@ def test_only_noeviction_is_safe(policy: str, says: str | None) -> None:
 
 
 async def count_once(url: str) -> RedisCounter:
-    counter = RedisCounter(url, "counter")
+    counter = RedisCounter(parse(url), "counter")
     counter.add()
     async with asyncio.timeout(10):
         assert await counter.read() == 1
     # The writer checks after its first write, which read() may have made itself.
     counter.add()
-    await poll(lambda: counter._eviction_checked, 10, "the eviction check")
+    await poll(lambda: counter.health.eviction_checked, 10, "the eviction check")
     return counter
 
 

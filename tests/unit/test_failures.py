@@ -8,7 +8,7 @@ import redis
 import redis.exceptions as rex
 from redis.asyncio.sentinel import MasterNotFoundError
 
-from counting_addon.failures import FailureKind, TooFewReplicas, classify
+from counting_addon.store.failures import FailureKind, TooFewReplicas, classify
 
 UNREACHABLE, ERROR = FailureKind.UNREACHABLE, FailureKind.ERROR
 

@@ -21,11 +21,12 @@ from mitmproxy import exceptions, http
 from mitmproxy.addons.proxyserver import Proxyserver
 from mitmproxy.proxy.mode_specs import ProxyMode
 from mitmproxy.test import taddons, tflow, tutils
+from redis.asyncio.cluster import RedisCluster
 
 from counting_addon import CountingProxy, StatusEndpoint, StreamBodies
-from counting_addon.endpoints import check_path, is_endpoint_flow, matches
-from counting_addon.redis_client import RedisClient, check_url
-from counting_addon.redis_url import parse, redact
+from counting_addon.endpoints.rules import check_path, is_endpoint_flow, matches
+from counting_addon.store.client import RedisClient
+from counting_addon.store.url import parse, redact
 from tests.support.processes import free_port
 
 # Deterministic (derandomize, no example database written into the repository) and bounded:
@@ -242,7 +243,7 @@ def test_status_endpoint_answers_exactly_the_documented_set() -> None:
             status_path, raw = pair
             tctx.configure(proxy.status, counter_status_path=status_path)
             f = request_flow(raw, method)
-            endpoints.requestheaders(f)
+            endpoints.claim(f)
             pending = endpoints.request(f)
             if pending is not None:
                 loop.run_until_complete(pending)
@@ -349,17 +350,19 @@ def test_stream_threshold_option_names_itself_or_is_a_size() -> None:
 
 @PROPERTY
 @given(ANY_URLS)
-def test_check_url_and_redact_take_any_string(url: str) -> None:
-    """check_url raises ValueError or nothing, redact always returns a string; a URL check_url
+def test_parse_and_redact_take_any_string(url: str) -> None:
+    """parse raises ValueError or nothing, redact always returns a string; a URL parse
     accepts is one redis-py can build a client and a connection from (no I/O), failing at
     most with a RedisError, which the counter reports as a problem rather than raising."""
     assert isinstance(redact(url), str)
     try:
-        check_url(url)
+        target = parse(url)
     except ValueError:
         return
     try:
-        RedisClient(parse(url)).check()
+        client = RedisClient(target).client
+        if not isinstance(client, RedisCluster):  # its constructor checked its arguments
+            client.connection_pool.make_connection()
     except redis.RedisError:
         pass
 
@@ -367,7 +370,7 @@ def test_check_url_and_redact_take_any_string(url: str) -> None:
 def assert_secret_hidden(url: str, secret: str) -> None:
     assert secret not in redact(url), url
     try:
-        check_url(url)
+        parse(url)
     except ValueError as e:
         assert secret not in str(e), url
 
@@ -375,7 +378,7 @@ def assert_secret_hidden(url: str, secret: str) -> None:
 @PROPERTY
 @given(urls_with_password(encode=True))
 def test_percent_encoded_password_never_shown(pair: tuple[str, str]) -> None:
-    """A well-formed URL (password percent-encoded): neither redact() nor check_url's error
+    """A well-formed URL (password percent-encoded): neither redact() nor parse's error
     message contains the password's secret part."""
     url, secret = pair
     assert_secret_hidden(url, secret)
@@ -385,7 +388,7 @@ def test_percent_encoded_password_never_shown(pair: tuple[str, str]) -> None:
 @given(urls_with_password(encode=False))
 def test_password_as_typed_never_shown(pair: tuple[str, str]) -> None:
     """The password as a user types it, URL syntax characters ('/', '#', '?', '@') included:
-    neither redact() nor check_url's error message contains its secret part."""
+    neither redact() nor parse's error message contains its secret part."""
     url, secret = pair
     assert_secret_hidden(url, secret)
 
@@ -397,7 +400,7 @@ def test_password_in_url_with_malformed_scheme_never_shown(pair: tuple[str, str]
     the refusal nor redact() shows the password's secret part."""
     url, secret = pair
     with pytest.raises(ValueError):
-        check_url(url)
+        parse(url)
     assert_secret_hidden(url, secret)
 
 
@@ -407,7 +410,7 @@ def test_sentinel_password_never_shown(
     core: str, before: str, after: str, encode: bool, more: str
 ) -> None:
     """A sentinel's own password, in the query of a sentinel URL (or misplaced in another's),
-    typed or percent-encoded: neither redact() nor check_url's error message shows it. (Typed,
+    typed or percent-encoded: neither redact() nor parse's error message shows it. (Typed,
     '&' and '#' end it, as in any query: they are left out.)"""
     password = before + core + after
     password = quote(password, safe="") if encode else password.replace("&", "").replace("#", "")

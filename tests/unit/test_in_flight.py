@@ -11,7 +11,7 @@ from mitmproxy.flow import Error
 from mitmproxy.test import taddons, tutils
 
 from counting_addon import CountingProxy
-from counting_addon.in_flight import InFlight
+from counting_addon.traffic.in_flight import InFlight
 from tests.support.flows import flow
 
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 from redis.crc import key_slot
 
-from counting_addon.keys import check_key, hash_tag, responses_key, writer_key
+from counting_addon.store.keys import hash_tag, parse_key, responses_key, writer_key
 
 
 @pytest.mark.parametrize(
@@ -45,9 +45,9 @@ def test_hash_tag_follows_redis_cluster(key: str, tag: str | None) -> None:
 @pytest.mark.parametrize("key", ["a}b", "{}x}", "}"])
 def test_a_key_no_other_can_share_a_slot_with_is_refused(key: str) -> None:
     with pytest.raises(ValueError, match="hash tag"):
-        check_key(key)
+        parse_key(key)
 
 
 @pytest.mark.parametrize("key", ["counter", "{a}b}", "a{b"])
 def test_other_keys_are_accepted(key: str) -> None:
-    check_key(key)
+    parse_key(key)

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from counting_addon.ledger import Batch, Ledger
-from counting_addon.response_classes import CodeClass
+from counting_addon.code_class import CodeClass
+from counting_addon.store.ledger import Batch, Ledger
 
 
 def test_counts_accumulate_into_one_batch() -> None:

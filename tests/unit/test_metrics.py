@@ -15,10 +15,11 @@ from prometheus_client.exposition import generate_latest
 from prometheus_client.openmetrics.exposition import generate_latest as generate_openmetrics
 
 from counting_addon import CountingProxy
-from counting_addon.collector import registry
-from counting_addon.metrics import parse_metrics_path
-from counting_addon.process_stats import ProcessStats
-from counting_addon.response_classes import CodeClass, Shared
+from counting_addon.code_class import CodeClass
+from counting_addon.endpoints.rules import parse_metrics_path
+from counting_addon.endpoints.scrape import registry
+from counting_addon.process import ProcessStats
+from counting_addon.store.shared import Shared
 from tests.support.flows import all_hooks, flow, request_hook
 from tests.support.metrics import (
     PROMETHEUS_ACCEPT,

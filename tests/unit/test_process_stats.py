@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from counting_addon.process_stats import Histogram, ProcessStats
-from counting_addon.response_classes import CodeClass, code_class
+from counting_addon.code_class import CodeClass, code_class
+from counting_addon.process import Histogram, ProcessStats
 
 
 @pytest.mark.parametrize(

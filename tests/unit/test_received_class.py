@@ -8,8 +8,8 @@ from mitmproxy.connection import ConnectionState
 from mitmproxy.flow import Error
 from mitmproxy.test import tflow, tutils
 
-from counting_addon.received_class import REQUEST_TOO_LARGE, on_error
-from counting_addon.response_classes import CodeClass
+from counting_addon.code_class import CodeClass
+from counting_addon.traffic.received import REQUEST_TOO_LARGE, on_error
 
 
 def failed(message: str, status: int | None = None, streamed: bool = False) -> http.HTTPFlow:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -11,23 +12,26 @@ import pytest
 import redis
 import redis.retry
 
-from counting_addon.embedded_redis import EmbeddedRedis
-from counting_addon.failures import FailureKind
-from counting_addon.redis_client import client_options
-from counting_addon.redis_counter import (
-    APPLY_BATCH,
+from counting_addon.code_class import CodeClass, no_responses
+from counting_addon.launcher.embedded_redis import EmbeddedRedis
+from counting_addon.store.batch import APPLY_BATCH, BatchKeys, ScriptCall
+from counting_addon.store.client import client_options
+from counting_addon.store.counter import (
     WRITE_INTERVAL,
     CounterUnavailable,
     RedisCounter,
 )
-from counting_addon.response_classes import CodeClass, Shared, no_responses
+from counting_addon.store.failures import FailureKind
+from counting_addon.store.ledger import Batch, Ledger
+from counting_addon.store.shared import Shared
+from counting_addon.store.url import parse
 from tests.support.processes import free_port, start_redis, wait_for
 from tests.support.redis_admin import script_calls
 from tests.support.relay import Relay
 
 
 async def test_counts_reach_redis_and_read_back(redis_url: str, redis_client: redis.Redis) -> None:
-    counter = RedisCounter(redis_url, "counter")
+    counter = RedisCounter(parse(redis_url), "counter")
     for _ in range(7):
         counter.add()
     assert await counter.read() == 7
@@ -39,7 +43,7 @@ async def test_counts_made_at_once_go_in_one_write(
     redis_url: str, redis_client: redis.Redis
 ) -> None:
     before = script_calls(redis_client)
-    counter = RedisCounter(redis_url, "counter")
+    counter = RedisCounter(parse(redis_url), "counter")
     for _ in range(500):
         counter.add()
     assert await counter.read() == 500
@@ -54,9 +58,13 @@ KEYS = ["counter", WRITER, RESPONSES]
 
 
 def batch_args(seq: int, requests: int, *responses: int, reset: bool = False) -> list[int]:
-    """The script's ARGV: sequence number, requests, the writer key's lifetime, the five
-    classes (1xx first, missing ones 0), the reset flag."""
-    return [seq, requests, 60, *responses, *[0] * (5 - len(responses)), int(reset)]
+    """The script's ARGV for a batch (batch.py lays it out): its sequence number and counts
+    (the five classes 1xx first, missing ones 0), the reset flag, and a writer key living
+    60 s."""
+    batch = Batch(seq, requests, (*responses, *[0] * (5 - len(responses))), reset)
+    call = ScriptCall.of(BatchKeys.of("counter", "test"), batch, writer_ttl=60)
+    assert call.keys == KEYS
+    return call.args
 
 
 def test_the_write_script_applies_each_sequence_number_once(redis_client: redis.Redis) -> None:
@@ -105,7 +113,7 @@ def test_a_reset_batch_zeroes_the_counter_and_every_class_once(redis_client: red
 
 
 async def test_close_writes_what_is_pending(redis_url: str, redis_client: redis.Redis) -> None:
-    counter = RedisCounter(redis_url, "counter")
+    counter = RedisCounter(parse(redis_url), "counter")
     for _ in range(3):
         counter.add()
     # No await before: the background task never got to write.
@@ -118,12 +126,13 @@ async def test_close_resends_a_batch_whose_reply_was_lost(
 ) -> None:
     """Redis applied the batch but the reply never came: resending must not count it twice."""
 
-    counter = RedisCounter(redis_url, "counter")
+    counter = RedisCounter(parse(redis_url), "counter")
     counter.add()
     counter.add()
     batch = counter.ledger.next_batch()
     assert batch is not None
-    keys, args = counter._args(batch)
+    call = ScriptCall.of(counter.keys, batch)
+    keys, args = call.keys, call.args
     redis_client.register_script(APPLY_BATCH)(keys, args)  # applied, reply "lost"
     counter.add()
     assert await counter.close(2.0) == 0
@@ -134,7 +143,7 @@ async def test_responses_by_class_reach_redis_in_the_requests_batch(
     redis_url: str, redis_client: redis.Redis
 ) -> None:
     before = script_calls(redis_client)
-    counter = RedisCounter(redis_url, "counter")
+    counter = RedisCounter(parse(redis_url), "counter")
     for code_class in [*[CodeClass.C2XX] * 3, CodeClass.C1XX, CodeClass.C5XX]:
         counter.add()
         counter.add_response(code_class)
@@ -152,7 +161,7 @@ async def test_read_shared_with_nothing_pending_reads_in_one_round_trip(
 ) -> None:
     redis_client.set("counter", 2**53 + 1)
     redis_client.hset("{counter}:responses", mapping={"2xx": 2**63 - 1, "4xx": 3})
-    counter = RedisCounter(redis_url, "counter")
+    counter = RedisCounter(parse(redis_url), "counter")
     assert counter.latest is None
     shared = await counter.read_shared()
     assert shared.requests == 2**53 + 1
@@ -180,7 +189,7 @@ async def test_classes_count_exactly_past_two_to_the_53(
 ) -> None:
     start = 2**53 + 1
     redis_client.hset("{counter}:responses", "2xx", start)
-    counter = RedisCounter(redis_url, "counter")
+    counter = RedisCounter(parse(redis_url), "counter")
     for _ in range(2):
         counter.add_response(CodeClass.C2XX)
     assert (await counter.read_shared()).responses[CodeClass.C2XX] == start + 2
@@ -191,7 +200,7 @@ async def test_classes_count_exactly_past_two_to_the_53(
 async def test_redis_up_only_after_a_contact_and_until_a_write_fails(tmp_path: Path) -> None:
     server = start_redis(tmp_path)
     try:
-        counter = RedisCounter(server.url, "counter")
+        counter = RedisCounter(parse(server.url), "counter")
         assert not counter.redis_up  # never in contact
         counter.add()
         async with asyncio.timeout(10):
@@ -217,7 +226,7 @@ async def test_reset_zeroes_the_shared_counts_and_drops_the_pending_ones(
 ) -> None:
     redis_client.set("counter", 40)
     redis_client.hset("{counter}:responses", mapping={"2xx": 30, "5xx": 10})
-    counter = RedisCounter(redis_url, "counter")
+    counter = RedisCounter(parse(redis_url), "counter")
     counter.add()
     counter.add_response(CodeClass.C2XX)
     counter.reset()  # the count above was not sent: it goes with the rest
@@ -237,12 +246,13 @@ async def test_reset_comes_after_the_batch_in_flight(
 ) -> None:
     """A batch sent before the reset (here: applied, its reply lost) is zeroed by it, and not
     applied again when resent."""
-    counter = RedisCounter(redis_url, "counter")
+    counter = RedisCounter(parse(redis_url), "counter")
     for _ in range(3):
         counter.add()
     batch = counter.ledger.next_batch()
     assert batch is not None
-    redis_client.register_script(APPLY_BATCH)(*counter._args(batch))
+    call = ScriptCall.of(counter.keys, batch)
+    redis_client.register_script(APPLY_BATCH)(call.keys, call.args)
     counter.reset()
     counter.add()
     assert await counter.read() == 1
@@ -253,7 +263,7 @@ async def test_reset_comes_after_the_batch_in_flight(
 async def test_flush_writes_at_once_inside_the_interval(
     redis_url: str, redis_client: redis.Redis
 ) -> None:
-    counter = RedisCounter(redis_url, "counter")
+    counter = RedisCounter(parse(redis_url), "counter")
     counter.add()
     assert await counter.read() == 1  # a write just now: the next one would wait the interval
     counter.add()
@@ -266,7 +276,7 @@ async def test_flush_writes_at_once_inside_the_interval(
 
 
 async def test_unreachable_redis_keeps_counts_pending() -> None:
-    counter = RedisCounter(f"redis://127.0.0.1:{free_port()}/0", "counter")
+    counter = RedisCounter(parse(f"redis://127.0.0.1:{free_port()}/0"), "counter")
     counter.add()
     counter.add()
     with pytest.raises(TimeoutError):
@@ -283,7 +293,7 @@ async def test_non_integer_value_is_reported_and_not_overwritten(
 ) -> None:
     redis_client.set("counter", "not a number")
 
-    counter = RedisCounter(redis_url, "counter")
+    counter = RedisCounter(parse(redis_url), "counter")
     with pytest.raises(CounterUnavailable, match="not an integer") as refused:
         await counter.read()
     assert refused.value.failure.kind is FailureKind.NOT_AN_INTEGER
@@ -298,14 +308,15 @@ async def test_non_integer_value_is_reported_and_not_overwritten(
     assert await counter.close(0.5) == 1
 
 
-SEQUENCE_CHECK = "tonumber(ARGV[1]) > tonumber(redis.call('GET', KEYS[2]) or '0')"
-assert SEQUENCE_CHECK in APPLY_BATCH
+class RenumberingLedger(Ledger):
+    """Numbers a batch anew each time it is sent, as a writer without idempotency would: the
+    real script then applies a resent batch again."""
 
-
-class CountsTwiceOnResend(RedisCounter):
-    """The write script without its sequence check, which then applies every batch it gets."""
-
-    apply_batch = APPLY_BATCH.replace(SEQUENCE_CHECK, "true")
+    def next_batch(self) -> Batch | None:
+        if self.in_flight is not None:
+            self._last_seq += 1
+            self.in_flight = dataclasses.replace(self.in_flight, seq=self._last_seq)
+        return super().next_batch()
 
 
 async def count_through_lost_reply(counter: RedisCounter, relay: Relay) -> Shared:
@@ -330,17 +341,18 @@ def relay(redis_server: EmbeddedRedis, redis_url: str) -> Iterator[Relay]:
 
 
 @pytest.mark.parametrize(
-    ("counter_class", "expected"),
+    ("ledger_class", "expected"),
     [
-        (RedisCounter, 5),
+        (Ledger, 5),
         # Proves the relay really loses an applied write's reply: the naive write doubles it.
-        (CountsTwiceOnResend, 10),
+        (RenumberingLedger, 10),
     ],
 )
 async def test_a_lost_reply_is_resent_and_counted_once(
-    relay: Relay, redis_client: redis.Redis, counter_class: type[RedisCounter], expected: int
+    relay: Relay, redis_client: redis.Redis, ledger_class: type[Ledger], expected: int
 ) -> None:
-    counter = counter_class(f"redis://127.0.0.1:{relay.port}/0", "counter")
+    counter = RedisCounter(parse(f"redis://127.0.0.1:{relay.port}/0"), "counter")
+    counter.ledger = ledger_class()
     shared = await count_through_lost_reply(counter, relay)
     times = expected // 5
     assert shared.requests == expected
@@ -378,7 +390,7 @@ async def test_counts_wait_while_redis_is_down_and_land_when_it_is_back(
 async def test_a_reader_writes_the_counts_itself(redis_url: str, redis_client: redis.Redis) -> None:
     """read() writes without the background writer: waking it costs /status two trips through
     a busy event loop."""
-    counter = RedisCounter(redis_url, "counter")
+    counter = RedisCounter(parse(redis_url), "counter")
     counter.add()
     assert counter._task is not None
     counter._task.cancel()
@@ -392,9 +404,9 @@ async def test_a_reader_writes_the_counts_itself(redis_url: str, redis_client: r
 def test_the_clients_never_retry_on_their_own(redis_url: str) -> None:
     """redis-py retries by default, re-sending a write whose reply was lost: the writer
     resends itself, knowing it is the same batch."""
-    counter = RedisCounter(redis_url, "counter")
-    assert isinstance(counter._client, redis.asyncio.Redis)
-    connection = counter._client.connection_pool.make_connection()
+    counter = RedisCounter(parse(redis_url), "counter")
+    assert isinstance(counter.redis.client, redis.asyncio.Redis)
+    connection = counter.redis.client.connection_pool.make_connection()
     assert connection.retry.get_retries() == 0
     with redis.Redis.from_url(redis_url, **client_options(redis.retry.Retry)) as client:
         assert client.connection_pool.make_connection().retry.get_retries() == 0
@@ -404,7 +416,7 @@ async def test_under_steady_load_writes_come_at_most_every_interval(
     redis_url: str, redis_client: redis.Redis
 ) -> None:
     before = script_calls(redis_client)
-    counter = RedisCounter(redis_url, "counter")
+    counter = RedisCounter(parse(redis_url), "counter")
     started = time.monotonic()
     for _ in range(100):  # a count every 5 ms, for half a second or more
         counter.add()
@@ -420,7 +432,7 @@ async def test_under_steady_load_writes_come_at_most_every_interval(
 async def test_a_lone_count_is_written_without_being_asked(
     redis_url: str, redis_client: redis.Redis
 ) -> None:
-    counter = RedisCounter(redis_url, "counter")
+    counter = RedisCounter(parse(redis_url), "counter")
     counter.add()
     # Polled from a thread: the writer needs this event loop.
     await asyncio.to_thread(
@@ -440,7 +452,7 @@ async def test_the_value_comes_back_exactly_however_large(
     redis_url: str, redis_client: redis.Redis, start: int
 ) -> None:
     redis_client.set("counter", start)
-    counter = RedisCounter(redis_url, "counter")
+    counter = RedisCounter(parse(redis_url), "counter")
     counter.add()
     counter.add()
     assert await counter.read() == start + 2  # the value the write script returned
@@ -456,7 +468,7 @@ async def test_counting_past_the_largest_integer_is_an_error_and_loses_nothing(
 ) -> None:
     largest = 2**63 - 1
     redis_client.set("counter", largest)
-    counter = RedisCounter(redis_url, "counter")
+    counter = RedisCounter(parse(redis_url), "counter")
     counter.add()
     with pytest.raises(TimeoutError):
         async with asyncio.timeout(1.0):

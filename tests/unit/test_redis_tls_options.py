@@ -10,7 +10,7 @@ from urllib.parse import quote
 
 import pytest
 
-from counting_addon.redis_client import check_url
+from counting_addon.store.url import parse
 from tests.support.tls import Certificates, tls_url
 
 
@@ -29,6 +29,6 @@ def test_option_check_accepts_rediss_urls(certs: Certificates, tmp_path: Path) -
         "rediss://user:pw@127.0.0.1/0?ssl_cert_reqs=none&ssl_check_hostname=false",
         f"rediss://127.0.0.1:6380/0?ssl_ca_certs={spaced}&ssl_min_version=3",
     ]:
-        check_url(url)
+        parse(url)
     with pytest.raises(ValueError, match="ssl_ca_certs: no such file"):
-        check_url(f"rediss://127.0.0.1:6380/0?ssl_ca_certs={tmp_path / 'missing.pem'}")
+        parse(f"rediss://127.0.0.1:6380/0?ssl_ca_certs={tmp_path / 'missing.pem'}")

@@ -8,8 +8,8 @@ from __future__ import annotations
 
 import pytest
 
-from counting_addon.redis_client import RedisClient, check_url
-from counting_addon.redis_url import Topology, parse, redact
+from counting_addon.store.client import RedisClient
+from counting_addon.store.url import Topology, parse, redact
 
 CLUSTER, SENTINEL, SERVER = Topology.CLUSTER, Topology.SENTINEL, Topology.SERVER
 
@@ -61,7 +61,7 @@ def test_the_forms_a_url_takes(
     target = parse(url)
     assert (target.topology, target.nodes, target.master_name) == (topology, nodes, master)
     assert options.items() <= target.options.items()
-    check_url(url)
+    parse(url)
 
 
 def test_the_sentinels_take_their_own_credentials_and_the_data_nodes_tls() -> None:
@@ -99,7 +99,7 @@ def test_the_sentinels_take_their_own_credentials_and_the_data_nodes_tls() -> No
 )
 def test_bad_forms_are_refused_saying_why(url: str, message: str) -> None:
     with pytest.raises(ValueError, match="is not a Redis URL") as refusal:
-        check_url(url)
+        parse(url)
     assert message in str(refusal.value)
 
 
@@ -114,7 +114,7 @@ def test_bad_forms_are_refused_saying_why(url: str, message: str) -> None:
 def test_no_password_is_shown(url: str) -> None:
     shown = [redact(url)]
     try:
-        check_url(url)
+        parse(url)
     except ValueError as e:
         shown.append(str(e))
     for text in shown:
@@ -126,5 +126,4 @@ async def test_clients_are_made_without_connecting() -> None:
     """No I/O until the first command: made and closed with nothing listening."""
     for url in ("redis+cluster://127.0.0.1:1,127.0.0.1:2", "redis+sentinel://127.0.0.1:1/m"):
         client = RedisClient(parse(url))
-        client.check()
         await client.aclose()

@@ -16,9 +16,10 @@ from mitmproxy import exceptions
 from mitmproxy.test import taddons
 
 from counting_addon import CountingProxy
-from counting_addon.embedded_redis import EmbeddedRedis
-from counting_addon.failures import FailureKind
-from counting_addon.redis_counter import CounterUnavailable, RedisCounter
+from counting_addon.launcher.embedded_redis import EmbeddedRedis
+from counting_addon.store.counter import CounterUnavailable, RedisCounter
+from counting_addon.store.failures import FailureKind
+from counting_addon.store.url import parse
 from tests.support.processes import logged, poll, start_redis
 from tests.support.redis_admin import admin_of, script_calls
 
@@ -48,7 +49,7 @@ async def test_with_a_replica_counts_are_acknowledged_once_it_has_them(
 ) -> None:
     replica = start_replica(tmp_path / "replica", primary)
     try:
-        counter = RedisCounter(primary.url, "counter", replicas=1)
+        counter = RedisCounter(parse(primary.url), "counter", replicas=1)
         for _ in range(5):
             counter.add()
         async with asyncio.timeout(10):
@@ -69,7 +70,7 @@ async def test_without_enough_replicas_counts_wait_and_land_once_one_is_back(
     why. A replica comes: the batch is acknowledged and the count is exact."""
     caplog.set_level(logging.INFO)
     with admin_of(primary) as admin:
-        counter = RedisCounter(primary.url, "counter", replicas=1)
+        counter = RedisCounter(parse(primary.url), "counter", replicas=1)
         for _ in range(3):
             counter.add()
         await poll(lambda: script_calls(admin) >= 3, SHORTFALL_SEEN, "the batch resent")
@@ -103,7 +104,7 @@ async def test_an_option_change_applies_to_the_batch_in_flight(primary: Embedded
     """counter_redis_replicas lowered to 0 while a batch waits for a replica that isn't there:
     the next attempt is acknowledged by the primary alone."""
     with admin_of(primary) as admin:
-        counter = RedisCounter(primary.url, "counter", replicas=1)
+        counter = RedisCounter(parse(primary.url), "counter", replicas=1)
         counter.add()
         await poll(lambda: counter.problem is not None, SHORTFALL_SEEN, "the shortfall")
         counter.replicas = 0
@@ -117,7 +118,7 @@ async def test_a_script_missing_from_the_cache_is_sent_whole(primary: EmbeddedRe
     """A promoted replica has no script cache: EVALSHA gets NOSCRIPT, and EVAL with the source
     takes its place in the pipeline with WAIT."""
     with admin_of(primary) as admin:
-        counter = RedisCounter(primary.url, "counter", replicas=0)
+        counter = RedisCounter(parse(primary.url), "counter", replicas=0)
         counter.add()
         async with asyncio.timeout(10):
             assert await counter.read() == 1

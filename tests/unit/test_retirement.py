@@ -16,10 +16,13 @@ import redis
 from mitmproxy.addons.proxyserver import Proxyserver
 from mitmproxy.test import taddons
 
-from counting_addon import CountingProxy, redis_counter
-from counting_addon.counting import CLOSE_TIMEOUT, RETIRE_BOUND
-from counting_addon.embedded_redis import EmbeddedRedis
-from counting_addon.redis_counter import Phase, RedisCounter, close_all
+from counting_addon import CountingProxy
+from counting_addon.launcher.embedded_redis import EmbeddedRedis
+from counting_addon.process import PROCESS
+from counting_addon.store.counter import RedisCounter, close_all
+from counting_addon.store.lifecycle import Phase
+from counting_addon.store.url import parse
+from counting_addon.traffic.counting import CLOSE_TIMEOUT, RETIRE_BOUND
 from tests.support.processes import free_port, logged, poll, start_redis
 
 LOST = "could not be written"
@@ -32,11 +35,11 @@ async def test_a_retired_counter_writes_its_counts_once_redis_is_back(
     caplog.set_level(logging.INFO)
     server, counter = counts_pending
     counter.retire(RETIRE_BOUND)
-    assert counter in redis_counter._running
+    assert counter in PROCESS.counters
     server.start()  # same port, same data directory
     with redis.Redis.from_url(server.url) as client:
         await poll(lambda: client.get("counter") == b"5", 20, "the retired counts in Redis")
-    await poll(lambda: counter not in redis_counter._running, 5, "the writer to finish")
+    await poll(lambda: counter not in PROCESS.counters, 5, "the writer to finish")
     assert counter.unwritten == 0
     assert logged(caplog, "4 counts for key 'counter'"), caplog.text
     assert len(logged(caplog, WRITTEN)) == 1, caplog.text
@@ -46,11 +49,11 @@ async def test_a_retired_counter_writes_its_counts_once_redis_is_back(
 async def test_a_retired_counter_gives_up_after_its_bound_saying_so_once(
     caplog: pytest.LogCaptureFixture,
 ) -> None:
-    counter = RedisCounter(f"redis://127.0.0.1:{free_port()}/0", "counter")
+    counter = RedisCounter(parse(f"redis://127.0.0.1:{free_port()}/0"), "counter")
     for _ in range(3):
         counter.add()
     counter.retire(0.5)
-    await poll(lambda: counter not in redis_counter._running, 10, "the writer to give up")
+    await poll(lambda: counter not in PROCESS.counters, 10, "the writer to give up")
     assert counter.unwritten == 3
     lost = logged(caplog, LOST)
     assert len(lost) == 1 and lost[0].startswith("3 counts"), caplog.text
@@ -60,11 +63,11 @@ async def test_a_retired_counter_gives_up_after_its_bound_saying_so_once(
 async def test_a_retired_counter_with_nothing_left_lets_go_of_redis(
     redis_url: str, redis_client: redis.Redis
 ) -> None:
-    counter = RedisCounter(redis_url, "counter")
+    counter = RedisCounter(parse(redis_url), "counter")
     counter.add()
     assert await counter.read() == 1
     name = f"retired-{free_port()}"
-    await counter._client.client_setname(name)
+    await counter.redis.client.client_setname(name)
 
     def connected() -> bool:
         return any(c["name"] == name for c in redis_client.client_list())
@@ -72,7 +75,7 @@ async def test_a_retired_counter_with_nothing_left_lets_go_of_redis(
     assert connected()
     counter.retire(RETIRE_BOUND)
     await poll(lambda: not connected(), 5, "the retired counter's connection to close")
-    assert counter not in redis_counter._running
+    assert counter not in PROCESS.counters
 
 
 async def test_shutdown_cuts_every_retirement_short_and_reports_what_is_lost(
@@ -81,7 +84,7 @@ async def test_shutdown_cuts_every_retirement_short_and_reports_what_is_lost(
     """Counters retired with a bound of minutes, Redis down: shutdown ends within its own
     bound, and each counter reports its lost counts once."""
     url = f"redis://127.0.0.1:{free_port()}/0"
-    counters = [RedisCounter(url, key) for key in ("a", "b", "c")]
+    counters = [RedisCounter(parse(url), key) for key in ("a", "b", "c")]
     for n, counter in enumerate(counters, start=1):
         for _ in range(n):
             counter.add()
@@ -91,14 +94,14 @@ async def test_shutdown_cuts_every_retirement_short_and_reports_what_is_lost(
     await close_all(0.5)
     took = time.monotonic() - started
     assert took < 0.5 + 2.0, f"shutdown took {took:.2f}s"  # the bound, and closing the clients
-    assert not redis_counter._running
+    assert not PROCESS.counters
     assert sorted(line.split()[0] for line in logged(caplog, LOST)) == ["1", "2", "3"]
 
 
 async def test_shutdown_writes_what_retired_counters_have_left(
     redis_url: str, redis_client: redis.Redis
 ) -> None:
-    old, new = RedisCounter(redis_url, "old"), RedisCounter(redis_url, "new")
+    old, new = RedisCounter(parse(redis_url), "old"), RedisCounter(parse(redis_url), "new")
     old.add()
     old.retire(RETIRE_BOUND)
     new.add()
@@ -130,7 +133,7 @@ async def test_done_on_reload_returns_at_once_and_the_counts_still_land(
             del result
             gc.collect()
         assert not caught, [str(w.message) for w in caught]
-        assert counter.phase is Phase.RETIRED and counter in redis_counter._running
+        assert counter.phase is Phase.RETIRED and counter in PROCESS.counters
     server.start()
     with redis.Redis.from_url(server.url) as client:
         await poll(lambda: client.get("counter") == b"3", 20, "the old instance's counts")
@@ -160,7 +163,7 @@ async def test_an_option_change_with_redis_down_keeps_both_counts(tmp_path: Path
                 lambda: client.mget("counter", "other") == [b"1", b"2"], 20, "both keys' counts"
             )
         await proxy.counting.done()
-    assert not redis_counter._running
+    assert not PROCESS.counters
     server.stop()
 
 

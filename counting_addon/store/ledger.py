@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from counting_addon.response_classes import CodeClass, no_responses
+from counting_addon.code_class import CodeClass, no_responses
 
 # A batch's responses by class, in CodeClass's order (1xx first).
 Responses = tuple[int, ...]

@@ -1,14 +1,25 @@
-"""Bad option values reported as one clear line, also while mitmproxy loads the script."""
+"""Option values: parsed by pure functions, and a bad one reported as one clear line naming the
+option, also while mitmproxy loads the script."""
 
 from __future__ import annotations
 
 import functools
 import logging
 from collections.abc import Callable
+from typing import Any
 
 from mitmproxy import ctx, exceptions
 
 logger = logging.getLogger(__name__)
+
+
+def parsed[T](option: str, parse: Callable[[Any], T]) -> T:
+    """The value of `option` as `parse` makes it; a ValueError from `parse` becomes the
+    OptionsError naming the option, which mitmproxy shows and rolls the option back for."""
+    try:
+        return parse(getattr(ctx.options, option))
+    except ValueError as e:
+        raise exceptions.OptionsError(f"{option}: {e}") from None
 
 
 def reported_cleanly[A](

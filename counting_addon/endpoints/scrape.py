@@ -1,7 +1,7 @@
 """What /metrics exposes, as prometheus_client metric families built from one scrape's figures.
 
 A custom collector rather than prometheus_client's Counter and Histogram objects: the figures
-are plain integers the addon keeps anyway (process_stats.py) and the shared ones come from
+are plain integers the addon keeps anyway (process.py) and the shared ones come from
 Redis, read once per scrape. prometheus_client only formats them.
 """
 
@@ -15,17 +15,13 @@ from prometheus_client.core import (
     HistogramMetricFamily,
     Metric,
 )
-from prometheus_client.process_collector import ProcessCollector
 from prometheus_client.registry import Collector, CollectorRegistry
 
-from counting_addon.process_stats import Histogram, ProcessStats
-from counting_addon.response_classes import CodeClass, Shared
+from counting_addon.code_class import CodeClass
+from counting_addon.process import PROCESS, Histogram, ProcessStats
+from counting_addon.store.shared import Shared
 
 PREFIX = "counting_addon_"
-# CPU, memory, descriptors and start time of this process (from /proc: Linux only, none
-# elsewhere). Not registered in prometheus_client's global registry, which a script reload
-# would register twice.
-PROCESS = ProcessCollector(registry=None)
 
 
 def by_class(name: str, documentation: str, counts: dict[CodeClass, int]) -> CounterMetricFamily:
@@ -104,9 +100,9 @@ class CountingCollector(Collector):
 
 
 def registry(stats: ProcessStats, pending: int, shared: Shared | None) -> CollectorRegistry:
-    """A registry for one scrape: built anew each time (a few objects), so nothing carries
-    over between scrapes or script reloads."""
+    """A registry for one scrape, with this process's CPU, memory and descriptors: built anew
+    each time (a few objects), so nothing carries over between scrapes or script reloads."""
     scrape = CollectorRegistry()
-    scrape.register(PROCESS)
+    scrape.register(PROCESS.metrics)
     scrape.register(CountingCollector(stats, pending, shared))
     return scrape

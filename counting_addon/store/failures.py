@@ -7,7 +7,7 @@ from dataclasses import dataclass
 
 import redis
 
-from counting_addon.keys import responses_key
+from counting_addon.store.keys import responses_key
 
 
 class FailureKind(enum.Enum):

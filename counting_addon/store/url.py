@@ -4,6 +4,8 @@ sentinels), and keeping its passwords out of sight."""
 from __future__ import annotations
 
 import enum
+import functools
+import inspect
 import os
 import re
 from dataclasses import dataclass, field
@@ -11,6 +13,7 @@ from typing import Any
 from urllib.parse import parse_qsl, unquote, urlencode, urlsplit
 
 import redis.asyncio.connection
+from redis.asyncio.cluster import RedisCluster
 
 DEFAULT_URL = "redis://localhost:6379/0"
 # Files a rediss:// URL may name; a missing one would only show as a failed connection.
@@ -60,6 +63,11 @@ class RedisTarget:
     nodes: tuple[tuple[str, int], ...] = ()
     master_name: str = ""
     sentinel_options: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def redacted(self) -> str:
+        """The URL with its passwords replaced, fit for logs."""
+        return redact(self.url)
 
 
 def default_url() -> str:
@@ -115,6 +123,7 @@ def parse(url: str) -> RedisTarget:
         )
     try:
         target = _parse(url)
+        _check_arguments(target)
         for name in TLS_FILES:
             if target.options.get(name) and not os.path.exists(target.options[name]):
                 raise ValueError(f"{name}: no such file {target.options[name]!r}")
@@ -174,6 +183,46 @@ def _parse(url: str) -> RedisTarget:
         **{k: v for k, v in options.items() if k.startswith(("ssl", "socket_"))},
     }
     return RedisTarget(url, topology, tls, options, nodes, unquote(master_name), sentinel_options)
+
+
+# Set by the URL's form rather than by a query argument, and taken by redis-py's pools.
+_FORM_ARGUMENTS = ("connection_class", "ssl")
+
+
+def _check_arguments(target: RedisTarget) -> None:
+    """Refuse a query argument the client would fail on at its first connection: one that
+    redis-py's connections don't take, or that can't be given as text (such as `retry`)."""
+    takes_text = _arguments(target.topology, target.tls, "path" in target.options)
+    for name, value in target.options.items():
+        if name in _FORM_ARGUMENTS:
+            continue
+        if name not in takes_text:
+            raise ValueError(f"unexpected keyword argument {name!r}")
+        if isinstance(value, str) and not takes_text[name]:
+            raise ValueError(f"{name!r} can't be given in a URL")
+
+
+@functools.cache
+def _arguments(topology: Topology, tls: bool, unix: bool) -> dict[str, bool]:
+    """The arguments the client for such a URL takes, and whether each takes text."""
+    connection = redis.asyncio.connection
+    classes: list[type]
+    if topology is Topology.CLUSTER:
+        classes = [RedisCluster]
+    elif unix:
+        classes = [connection.ConnectionPool, connection.UnixDomainSocketConnection]
+    elif tls:
+        classes = [connection.ConnectionPool, connection.SSLConnection, connection.Connection]
+    else:
+        classes = [connection.ConnectionPool, connection.Connection]
+    taken: dict[str, bool] = {}
+    for kind in (*classes, connection.AbstractConnection):
+        for name, parameter in inspect.signature(kind).parameters.items():
+            if parameter.kind is parameter.VAR_KEYWORD:
+                continue
+            # Annotations as text, in whichever form redis-py writes them.
+            taken[name] = re.search(r"\bstr\b", str(parameter.annotation)) is not None
+    return taken
 
 
 def _node(text: str, default_port: int) -> tuple[str, int]:

@@ -23,7 +23,7 @@ from mitmproxy import flow as mflow
 from mitmproxy import http
 from mitmproxy.connection import ConnectionState
 
-from counting_addon.response_classes import CodeClass, code_class
+from counting_addon.code_class import CodeClass, code_class
 
 # mitmproxy's words for a client's HTTP/2 stream reset and HTTP/3 stream close (_http2.py,
 # _http3.py): its connection stays open, so only the error says the client ended the stream.

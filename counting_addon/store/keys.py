@@ -21,13 +21,17 @@ def hash_tag(key: str) -> str | None:
     return key[start + 1 : end]
 
 
-def check_key(key: str) -> None:
-    """Refuse a key whose slot no other key can be made to share: braces can't wrap a `}`."""
+def parse_key(key: str) -> str:
+    """A counter key: non-empty, printable, and one whose Cluster slot the keys beside it can
+    share (braces can't wrap a `}`)."""
+    if not key or not key.isprintable():
+        raise ValueError(f"{key!r} must be a non-empty printable string")
     if hash_tag(key) is None and "}" in key:
         raise ValueError(
             f"{key!r} has a '}}' but no hash tag, so the keys beside it could not share its "
             "Redis Cluster slot: remove the '}' or give the key a tag, e.g. '{counter}'"
         )
+    return key
 
 
 def _prefix(key: str) -> str:

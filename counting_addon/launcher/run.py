@@ -1,6 +1,6 @@
 """scripts/run: the counting reverse proxy, with an embedded Redis when none answers.
 
-python -m counting_addon.run [--web] UPSTREAM_URL [mitmdump arguments...]
+python -m counting_addon.launcher.run [--web] UPSTREAM_URL [mitmdump arguments...]
 """
 
 from __future__ import annotations
@@ -13,12 +13,12 @@ from pathlib import Path
 from types import FrameType
 from urllib.parse import urlsplit
 
-from counting_addon.embedded_redis import EmbeddedRedis, answers
-from counting_addon.redis_client import check_url
-from counting_addon.redis_url import Topology, default_url, parse, redact
+from counting_addon.launcher.embedded_redis import EmbeddedRedis, answers
+from counting_addon.store.url import RedisTarget, Topology, default_url, parse
 
-ROOT = Path(__file__).resolve().parent.parent
-SCRIPT = Path(__file__).resolve().parent / "addon.py"
+PACKAGE = Path(__file__).resolve().parent.parent
+ROOT = PACKAGE.parent
+SCRIPT = PACKAGE / "addon.py"
 LOCAL_HOSTS = {"localhost", "127.0.0.1", "::1"}
 USAGE = "usage: scripts/run [--web] UPSTREAM_URL [mitmdump/mitmweb arguments...]"
 
@@ -33,25 +33,24 @@ def redis_url(args: list[str]) -> str:
     return url
 
 
-def embedded_redis_for(url: str) -> EmbeddedRedis | None:
-    """An embedded Redis to start for `url`, or None if it answers or isn't on this machine."""
-    if parse(url).topology is not Topology.SERVER:
-        print(f"counting_addon: using the Redis at {redact(url)}", file=sys.stderr)
+def embedded_redis_for(target: RedisTarget) -> EmbeddedRedis | None:
+    """An embedded Redis to start for `target`, or None if it answers or isn't on this
+    machine."""
+    shown = target.redacted
+    if target.topology is not Topology.SERVER or answers(target.url):
+        print(f"counting_addon: using the Redis at {shown}", file=sys.stderr)
         return None
-    if answers(url):
-        print(f"counting_addon: using the Redis at {redact(url)}", file=sys.stderr)
-        return None
-    parts = urlsplit(url)
+    parts = urlsplit(target.url)
     if parts.scheme != "redis" or parts.hostname not in LOCAL_HOSTS:
         print(
-            f"counting_addon: nothing answers at {redact(url)}; proxying anyway, counts wait "
+            f"counting_addon: nothing answers at {shown}; proxying anyway, counts wait "
             "in memory until it does",
             file=sys.stderr,
         )
         return None
     extra = ("--requirepass", parts.password) if parts.password else ()
     print(
-        f"counting_addon: nothing answers at {redact(url)}; starting an embedded Redis there "
+        f"counting_addon: nothing answers at {shown}; starting an embedded Redis there "
         f"(data in {ROOT / '.redis'})",
         file=sys.stderr,
     )
@@ -66,14 +65,13 @@ def main(argv: list[str]) -> int:
         print(USAGE, file=sys.stderr)
         return 2
     upstream, args = argv[0], argv[1:]
-    url = redis_url(args)
     try:
-        check_url(url)
+        target = parse(redis_url(args))
     except ValueError as e:
         print(f"counting_addon: counter_redis_url: {e}", file=sys.stderr)
         return 2
 
-    server = embedded_redis_for(url)
+    server = embedded_redis_for(target)
     if server is not None:
         server.start()
     try:

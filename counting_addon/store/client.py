@@ -21,8 +21,9 @@ from redis.backoff import NoBackoff
 from redis.commands.core import AsyncScript
 from redis.exceptions import NoScriptError
 
-from counting_addon.failures import TooFewReplicas
-from counting_addon.redis_url import RedisTarget, Topology, parse, redact, scrub
+from counting_addon.code_class import CodeClass
+from counting_addon.store.failures import TooFewReplicas
+from counting_addon.store.url import RedisTarget, Topology
 
 CONNECT_TIMEOUT = 1.0
 # Long enough to ride out a Redis that stalls writes for a second, short enough to notice a hang.
@@ -49,8 +50,9 @@ def client_options(
 class RedisClient:
     """The client of one target, and what it takes to let go of it."""
 
-    def __init__(self, target: RedisTarget) -> None:
+    def __init__(self, target: RedisTarget, wait_timeout: float = WAIT_TIMEOUT) -> None:
         self.target = target
+        self.wait_timeout = wait_timeout
         self._sentinel: Sentinel | None = None
         # The URL's own arguments (socket_timeout=...) win over the defaults, as for redis://.
         options = {**client_options(), **target.options}
@@ -70,7 +72,7 @@ class RedisClient:
         self, script: AsyncScript, keys: list[str], args: list[int], replicas: int
     ) -> Any:
         """`script`'s reply; with `replicas`, only once WAIT confirms that many replicas have
-        what it wrote (TooFewReplicas if not, within WAIT_TIMEOUT).
+        what it wrote (TooFewReplicas if not, within `wait_timeout`).
 
         WAIT counts the replicas that have the writes of its own connection: it goes in one
         pipeline with the script, on the script's connection.
@@ -88,7 +90,7 @@ class RedisClient:
         self, call: tuple[str, Any], keys: list[str], args: list[int], replicas: int
     ) -> Any:
         command = (*call, len(keys), *keys, *args)
-        wait = ("WAIT", replicas, int(WAIT_TIMEOUT * 1000))
+        wait = ("WAIT", replicas, int(self.wait_timeout * 1000))
         if isinstance(self.client, RedisCluster):
             results = await self._cluster_pipeline(command, wait, keys[0])
         else:
@@ -101,7 +103,7 @@ class RedisClient:
                 raise result
         values, acknowledged = results
         if acknowledged < replicas:
-            raise TooFewReplicas(acknowledged, replicas, WAIT_TIMEOUT)
+            raise TooFewReplicas(acknowledged, replicas, self.wait_timeout)
         return values
 
     async def _cluster_pipeline(
@@ -130,6 +132,14 @@ class RedisClient:
         await self.client.initialize()
         return self.client.get_node_from_key(key)
 
+    async def read(self, counter: str, responses: str) -> list[Any]:
+        """The counter's value, then the five classes' (1xx first), in one round trip."""
+        async with self.client.pipeline(transaction=False) as pipe:
+            pipe.get(counter)
+            pipe.hmget(responses, [c.value for c in CodeClass])
+            value, classes = await pipe.execute()
+        return [value, *classes]
+
     async def eviction_policy(self, key: str) -> str | None:
         """Redis's maxmemory-policy on the node holding `key`; None where CONFIG GET is
         refused (an ACL without it, a managed service that renamed it)."""
@@ -144,26 +154,8 @@ class RedisClient:
         policy = reply.get("maxmemory-policy")
         return policy.decode() if isinstance(policy, bytes) else policy
 
-    def check(self) -> None:
-        """Make (not connect) a connection: a misspelt query argument fails only then."""
-        if isinstance(self.client, RedisCluster):
-            return  # its constructor takes named arguments only, and checked them
-        self.client.connection_pool.make_connection()
-
     async def aclose(self) -> None:
         await self.client.aclose()
         if self._sentinel is not None:
             for sentinel in self._sentinel.sentinels:
                 await sentinel.aclose()
-
-
-def check_url(url: str) -> None:
-    """Raise ValueError, naming no password, if `url` is not one this product can use.
-
-    Does no network I/O: it runs in configure(), on the event loop.
-    """
-    target = parse(url)
-    try:
-        RedisClient(target).check()
-    except Exception as e:  # redis-py raises whatever a misspelt query argument causes
-        raise ValueError(f"{redact(url)} is not a Redis URL: {scrub(str(e), url)}") from None

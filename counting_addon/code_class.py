@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import enum
-from dataclasses import dataclass, field
 
 
 class CodeClass(enum.Enum):
@@ -31,11 +30,3 @@ def code_class(status_code: int) -> CodeClass | None:
 
 def no_responses() -> dict[CodeClass, int]:
     return dict.fromkeys(CodeClass, 0)
-
-
-@dataclass(frozen=True, slots=True)
-class Shared:
-    """What Redis holds for all the proxies sharing a key: requests, and responses by class."""
-
-    requests: int
-    responses: dict[CodeClass, int] = field(default_factory=no_responses)

@@ -8,18 +8,25 @@ the proxy would buffer, or of unknown length, is refused unread, from any client
 
 from __future__ import annotations
 
-import json
 import logging
-from collections.abc import Awaitable, Sequence
-from typing import Protocol
+from collections.abc import Awaitable
+from typing import TYPE_CHECKING, Protocol
 
-from mitmproxy import ctx, http
+from mitmproxy import ctx, exceptions, http
+from mitmproxy.addonmanager import Loader
 from mitmproxy.net.http.http1 import expected_http_body_size
 from mitmproxy.proxy.mode_specs import ProxyMode, ReverseMode
 from mitmproxy.utils import human
 
-from counting_addon.access import AccessControl
-from counting_addon.body_length import unknown_length
+from counting_addon.endpoints.access import AccessControl
+from counting_addon.endpoints.answers import json_response, respond
+from counting_addon.endpoints.metrics import MetricsEndpoint
+from counting_addon.endpoints.status import StatusEndpoint
+from counting_addon.options import parsed, reported_cleanly
+from counting_addon.traffic.body_length import unknown_length
+
+if TYPE_CHECKING:
+    from counting_addon.traffic.counting import CountRequests
 
 logger = logging.getLogger(__name__)
 
@@ -27,9 +34,6 @@ logger = logging.getLogger(__name__)
 # by closing the connection rather than buffering it.
 MAX_ENDPOINT_BODY = 64 * 1024
 ALLOWED = ("GET", "HEAD")
-# How long an endpoint waits for Redis: then /status answers 503, /metrics without the shared
-# counts.
-READ_TIMEOUT = 1.5
 # Marks the flows the proxy answers itself, with the endpoint's name: the other addons neither
 # count nor stream them.
 ENDPOINT_FLOW = "counting_addon.endpoint"
@@ -58,39 +62,81 @@ def check_path(path: str) -> None:
         )
 
 
+def parse_status_path(value: str) -> str:
+    check_path(value)
+    return value
+
+
+def parse_metrics_path(value: str) -> str | None:
+    """The metrics path; None (the endpoint off) for an empty value."""
+    if value == "":
+        return None
+    check_path(value)
+    return value
+
+
+def check_paths_differ(status: str, metrics: str | None) -> None:
+    """Each path answers one endpoint."""
+    if metrics == status:
+        raise ValueError(
+            f"counter_metrics_path and counter_status_path are both {status!r}; they must differ"
+        )
+
+
 def matches(request_path: str, endpoint_path: str | None) -> bool:
     """The request's path equals the endpoint's exactly, its query string ignored."""
     return request_path.partition("?")[0] == endpoint_path
-
-
-def json_response(status_code: int, body: dict[str, object]) -> http.Response:
-    return http.Response.make(
-        status_code,
-        json.dumps(body).encode(),
-        {"Content-Type": "application/json", "Cache-Control": "no-store"},
-    )
 
 
 def is_reverse(mode: str) -> bool:
     return isinstance(ProxyMode.parse(mode), ReverseMode)
 
 
-def respond(flow: http.HTTPFlow, response: http.Response) -> None:
-    flow.response = response
-    if flow.request.method == "HEAD":
-        # mitmproxy sends whatever body an addon's response has; HEAD gets none, and keeps
-        # the Content-Length a GET would have.
-        response.raw_content = b""
-
-
 class Endpoints:
-    """Claims the requests for the endpoints' paths and answers them by the shared rules."""
+    """The proxy's own endpoints: their paths (the counter_status_path and
+    counter_metrics_path options, and the rule that they differ), who may ask them
+    (`access`), and the requests for their paths, claimed and answered by the shared rules."""
 
-    def __init__(self, endpoints: Sequence[Endpoint], access: AccessControl) -> None:
-        self.endpoints = {endpoint.name: endpoint for endpoint in endpoints}
-        self.access = access
+    def __init__(self, counting: CountRequests) -> None:
+        self.status = StatusEndpoint(counting)
+        self.metrics = MetricsEndpoint(counting)
+        self.access = AccessControl()
+        self.endpoints: dict[str, Endpoint] = {e.name: e for e in (self.status, self.metrics)}
 
+    def load(self, loader: Loader) -> None:
+        loader.add_option(
+            "counter_status_path",
+            str,
+            "/status",
+            'Path answered by the proxy itself, in reverse mode only, with JSON {"counter": '
+            '<requests counted in Redis>, "uptime": <seconds since start>}. The query string '
+            "is ignored; other paths, /status/ included, are proxied.",
+        )
+        loader.add_option(
+            "counter_metrics_path",
+            str,
+            "/metrics",
+            "Path answered by the proxy itself, in reverse mode only, with Prometheus metrics: "
+            "the shared counts in Redis and this process's own. The query string is ignored. "
+            "Empty: no metrics endpoint, the path is proxied.",
+        )
+        self.access.load(loader)
+
+    @reported_cleanly
     def configure(self, updated: set[str]) -> None:
+        if {"counter_status_path", "counter_metrics_path"} & updated:
+            status = parsed("counter_status_path", parse_status_path)
+            metrics = parsed("counter_metrics_path", parse_metrics_path)
+            # Named after the option just set: the one to blame.
+            option = next(
+                o for o in ("counter_metrics_path", "counter_status_path") if o in updated
+            )
+            try:
+                check_paths_differ(status, metrics)
+            except ValueError as e:
+                raise exceptions.OptionsError(f"{option}: {e}") from None
+            self.status.path, self.metrics.path = status, metrics
+        self.access.configure(updated)
         if {"mode", "connection_strategy"} & updated and self._eager_reverse():
             # Eager mode connects upstream before reading the request and drops the client if
             # that fails: the endpoints would be unreachable exactly when the upstream is down.
@@ -103,15 +149,17 @@ class Endpoints:
             is_reverse(m) for m in ctx.options.mode
         )
 
-    def requestheaders(self, flow: http.HTTPFlow) -> None:
-        if flow.error or not isinstance(flow.client_conn.proxy_mode, ReverseMode):
-            return
+    def claim(self, flow: http.HTTPFlow) -> bool:
+        """Whether the request is for an endpoint: then it is marked as the endpoint's, and
+        refused unread if its body can't be read first."""
+        if not isinstance(flow.client_conn.proxy_mode, ReverseMode):
+            return False
         request_path = flow.request.path
         for endpoint in self.endpoints.values():
             if matches(request_path, endpoint.path):
                 break
         else:
-            return
+            return False
         flow.metadata[ENDPOINT_FLOW] = endpoint.name
         flow.marked = ":bar_chart:"
         flow.comment = "answered by counting_addon"
@@ -122,7 +170,7 @@ class Endpoints:
             # unread, as a request of unknown length is over HTTP/1.1.
             if flow.request.method not in ALLOWED:
                 flow.kill()
-            return
+            return True
         try:
             size = expected_http_body_size(flow.request)
         except ValueError:
@@ -133,10 +181,14 @@ class Endpoints:
         limit = MAX_ENDPOINT_BODY if stream_limit is None else min(MAX_ENDPOINT_BODY, stream_limit)
         if size is None or size > limit:
             flow.kill()
+        return True
 
     def request(self, flow: http.HTTPFlow) -> Awaitable[None] | None:
-        # Not async itself: mitmproxy awaits what a hook returns, and every other request
-        # then skips making and awaiting a coroutine.
+        """The answer to a claimed flow, for mitmproxy to await; None if there is nothing to
+        await (an error already, or a refusal made here).
+
+        Not async itself: mitmproxy awaits what a hook returns, so a refusal, answered at
+        once, skips making and awaiting a coroutine."""
         name = flow.metadata.get(ENDPOINT_FLOW)
         if name is None or flow.response or flow.error:
             return None

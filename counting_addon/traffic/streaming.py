@@ -2,20 +2,28 @@
 
 from __future__ import annotations
 
-from mitmproxy import ctx, exceptions, http
+from mitmproxy import http
 from mitmproxy.addonmanager import Loader
 from mitmproxy.net.http.http1 import expected_http_body_size
 from mitmproxy.utils import human
 
-from counting_addon.body_length import framing, unknown_length
-from counting_addon.endpoints import is_endpoint_flow
-from counting_addon.option_errors import reported_cleanly
+from counting_addon.options import parsed, reported_cleanly
+from counting_addon.traffic.body_length import framing, unknown_length
+
+
+def parse_threshold(value: str) -> int:
+    """A size in bytes, or with a k/m/g suffix: 0 or more."""
+    threshold = human.parse_size(value)
+    if threshold is None or threshold < 0:
+        raise ValueError("must be a size of 0 or more, such as 1m")
+    return threshold
 
 
 class StreamBodies:
     """Streams every body that is large or of unknown length; buffers small declared ones.
 
     Buffered bodies show up in mitmweb, and small messages skip streaming's per-chunk cost.
+    Sees proxied flows only (proxy.py).
     """
 
     def __init__(self) -> None:
@@ -34,15 +42,7 @@ class StreamBodies:
     @reported_cleanly
     def configure(self, updated: set[str]) -> None:
         if "counter_stream_threshold" in updated:
-            try:
-                threshold = human.parse_size(ctx.options.counter_stream_threshold)
-            except ValueError as e:
-                raise exceptions.OptionsError(f"counter_stream_threshold: {e}") from None
-            if threshold is None or threshold < 0:
-                raise exceptions.OptionsError(
-                    "counter_stream_threshold: must be a size of 0 or more, such as 1m"
-                )
-            self.threshold = threshold
+            self.threshold = parsed("counter_stream_threshold", parse_threshold)
 
     def _should_stream(self, request: http.Request, response: http.Response | None) -> bool:
         try:
@@ -55,8 +55,6 @@ class StreamBodies:
         return size is None or size < 0 or size > self.threshold
 
     def requestheaders(self, flow: http.HTTPFlow) -> None:
-        if is_endpoint_flow(flow) or flow.error:
-            return
         if unknown_length(flow.request):
             # Streamed only if a body does follow: mitmproxy knows, an addon can't yet.
             flow.request.stream = True

@@ -9,10 +9,10 @@ from __future__ import annotations
 import ipaddress
 import logging
 
-from mitmproxy import connection, ctx, exceptions
+from mitmproxy import connection
 from mitmproxy.addonmanager import Loader
 
-from counting_addon.option_errors import reported_cleanly
+from counting_addon.options import parsed
 
 logger = logging.getLogger(__name__)
 
@@ -69,14 +69,11 @@ class AccessControl:
             "everyone. Empty: any client.",
         )
 
-    @reported_cleanly
     def configure(self, updated: set[str]) -> None:
+        """Called by the endpoints' configure (rules.py), which reports a bad value."""
         if "counter_allow_from" not in updated:
             return
-        try:
-            networks = parse_allow_from(ctx.options.counter_allow_from)
-        except ValueError as e:
-            raise exceptions.OptionsError(f"counter_allow_from: {e}") from None
+        networks = parsed("counter_allow_from", parse_allow_from)
         if networks != self.networks:
             allowed = ", ".join(map(str, networks)) or "any client"
             logger.info(f"counting_addon: the proxy's own endpoints answer {allowed}")

@@ -22,8 +22,7 @@ from __future__ import annotations
 
 from mitmproxy import connection, http, tls
 
-from counting_addon.body_length import unknown_length
-from counting_addon.endpoints import is_endpoint_flow
+from counting_addon.traffic.body_length import unknown_length
 
 # Set on the flows that got the header from us, for the `request` hook to take it off again.
 CHUNKED_BY_US = "counting_addon.chunked"
@@ -78,12 +77,15 @@ def chunk(flow: http.HTTPFlow) -> None:
 
 
 class FrameUnknownLengthBodies:
+    """Frames HTTP/2 request bodies of unknown length for HTTP/1.1 upstreams; sees proxied
+    flows only (proxy.py)."""
+
     def __init__(self) -> None:
         self.protocols = UpstreamProtocols()
 
     def requestheaders(self, flow: http.HTTPFlow) -> None:
         # HTTP/3 is only ever forwarded over HTTP/3, where frames delimit the body.
-        if flow.error or is_endpoint_flow(flow) or flow.request.is_http3:
+        if flow.request.is_http3:
             return
         if not unknown_length(flow.request):
             return

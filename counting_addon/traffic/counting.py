@@ -8,19 +8,17 @@ import time
 from collections.abc import Generator
 from typing import Any
 
-from mitmproxy import ctx, exceptions, http
+from mitmproxy import http
 from mitmproxy.addonmanager import Loader
 
-from counting_addon import received_class
-from counting_addon.endpoints import is_endpoint_flow
-from counting_addon.in_flight import InFlight
-from counting_addon.keys import check_key
-from counting_addon.option_errors import reported_cleanly
-from counting_addon.process_stats import STATS
-from counting_addon.redis_client import check_url
-from counting_addon.redis_counter import RedisCounter, close_all
-from counting_addon.redis_url import DEFAULT_URL, default_url, redact
-from counting_addon.response_classes import CodeClass, code_class
+from counting_addon.code_class import CodeClass, code_class
+from counting_addon.options import parsed, reported_cleanly
+from counting_addon.process import PROCESS
+from counting_addon.store.counter import RedisCounter, close_all
+from counting_addon.store.keys import parse_key
+from counting_addon.store.url import DEFAULT_URL, default_url, parse
+from counting_addon.traffic import received
+from counting_addon.traffic.in_flight import InFlight
 
 logger = logging.getLogger(__name__)
 
@@ -31,9 +29,16 @@ CLOSE_TIMEOUT = 3.0
 # A counter replaced by an option change or a script reload goes on writing its counts in the
 # background this long: Redis outages last minutes, and its counts are as real as any.
 RETIRE_BOUND = 600.0
-# Marks the flows mitmproxy refused before the requestheaders hook (flow.error already set):
-# not counted, so their error hook counts no response either.
+# Marks the flows not proxied: refused by mitmproxy before the requestheaders hook
+# (flow.error already set), or by us while shutting down. Not counted, so their error hook
+# counts no response either.
 REFUSED_FLOW = "counting_addon.refused"
+
+
+def parse_replicas(value: int) -> int:
+    if value < 0:
+        raise ValueError(f"{value} must be 0 or more")
+    return value
 
 
 def is_h2c_preface(flow: http.HTTPFlow) -> bool:
@@ -50,8 +55,10 @@ class Shutdown:
     when awaited, so a reload neither refuses requests nor waits for any.
     """
 
-    def __init__(self, in_flight: InFlight) -> None:
+    def __init__(self, in_flight: InFlight, drain_timeout: float, close_timeout: float) -> None:
         self.in_flight = in_flight
+        self.drain_timeout = drain_timeout
+        self.close_timeout = close_timeout
 
     def __await__(self) -> Generator[Any, None, None]:
         return self._shut_down().__await__()
@@ -59,23 +66,30 @@ class Shutdown:
     async def _shut_down(self) -> None:
         if self.in_flight:
             logger.info(
-                f"shutting down: refusing new requests, waiting up to {DRAIN_TIMEOUT:g} s for "
-                f"the {len(self.in_flight)} in flight"
+                f"shutting down: refusing new requests, waiting up to {self.drain_timeout:g} s "
+                f"for the {len(self.in_flight)} in flight"
             )
-        left = await self.in_flight.close(DRAIN_TIMEOUT)
+        left = await self.in_flight.close(self.drain_timeout)
         if left:
             logger.warning(f"{left} requests were still in flight when the proxy exited")
-        await close_all(CLOSE_TIMEOUT)
+        await close_all(self.close_timeout)
 
 
 class CountRequests:
     """Counts each proxied request once, at its headers, and its response once, in the class
-    of the status code the client received (received_class.py), in Redis and in this
-    process's figures (process_stats.STATS)."""
+    of the status code the client received (received.py), in Redis and in this
+    process's figures (process.py). Sees proxied flows only (proxy.py).
 
-    def __init__(self) -> None:
+    `drain_timeout` and `close_timeout` bound the shutdown's two waits (tests shorten them).
+    """
+
+    def __init__(
+        self, drain_timeout: float = DRAIN_TIMEOUT, close_timeout: float = CLOSE_TIMEOUT
+    ) -> None:
         self.counter: RedisCounter | None = None
         self.in_flight = InFlight()
+        self.drain_timeout = drain_timeout
+        self.close_timeout = close_timeout
 
     def load(self, loader: Loader) -> None:
         loader.add_option(
@@ -110,60 +124,45 @@ class CountRequests:
 
     @reported_cleanly
     def configure(self, updated: set[str]) -> None:
-        replicas = ctx.options.counter_redis_replicas
-        if "counter_redis_replicas" in updated:
-            if replicas < 0:
-                raise exceptions.OptionsError(
-                    f"counter_redis_replicas: {replicas} must be 0 or more"
-                )
-            if self.counter is not None:
-                self.counter.replicas = replicas
+        replicas = parsed("counter_redis_replicas", parse_replicas)
+        if "counter_redis_replicas" in updated and self.counter is not None:
+            self.counter.replicas = replicas
         if not {"counter_redis_url", "counter_key"} & updated:
             return
-        url, key = ctx.options.counter_redis_url, ctx.options.counter_key
-        try:
-            check_url(url)
-        except ValueError as e:
-            raise exceptions.OptionsError(f"counter_redis_url: {e}") from None
-        if not key or not key.isprintable():
-            raise exceptions.OptionsError(
-                f"counter_key: {key!r} must be a non-empty printable string"
-            )
-        try:
-            check_key(key)
-        except ValueError as e:
-            raise exceptions.OptionsError(f"counter_key: {e}") from None
+        target = parsed("counter_redis_url", parse)
+        key = parsed("counter_key", parse_key)
         if self.counter is not None:
             self.counter.retire(RETIRE_BOUND)
-        self.counter = RedisCounter(url, key, replicas)
-        logger.info(f"counting requests in Redis at {redact(url)}, key {key!r}")
+        self.counter = RedisCounter(target, key, replicas)
+        logger.info(f"counting requests in Redis at {target.redacted}, key {key!r}")
+
+    def refused(self, flow: http.HTTPFlow) -> None:
+        """A flow mitmproxy refused before the requestheaders hook: never proxied."""
+        flow.metadata[REFUSED_FLOW] = True
 
     def requestheaders(self, flow: http.HTTPFlow) -> None:
-        # A flow that arrives with an error was rejected by mitmproxy and never proxied.
-        if flow.error is not None:
+        if is_h2c_preface(flow):
+            return
+        if self.in_flight.closing:
+            # Shutting down: refused unread, and so neither proxied nor counted.
             flow.metadata[REFUSED_FLOW] = True
-        elif not is_endpoint_flow(flow) and not is_h2c_preface(flow):
-            if self.in_flight.closing:
-                # Shutting down: refused unread, and so neither proxied nor counted.
-                flow.metadata[REFUSED_FLOW] = True
-                flow.kill()
-                return
-            assert self.counter, "configure() runs before any flow"
-            self.counter.add()
-            STATS.requests += 1
-            self.in_flight.started(flow.id)
+            flow.kill()
+            return
+        assert self.counter, "configure() runs before any flow"
+        self.counter.add()
+        PROCESS.stats.requests += 1
+        self.in_flight.started(flow.id)
 
     # Exactly one of response and error ends each flow (received_class.py). The h2c preface,
     # counted in neither, is killed in the request hook: its error hook finds no class.
     def response(self, flow: http.HTTPFlow) -> None:
-        if not is_endpoint_flow(flow):
-            assert flow.response
-            self._count_response(flow, code_class(flow.response.status_code))
-            self.in_flight.ended(flow.id)
+        assert flow.response
+        self._count_response(flow, code_class(flow.response.status_code))
+        self.in_flight.ended(flow.id)
 
     def error(self, flow: http.HTTPFlow) -> None:
-        if not is_endpoint_flow(flow) and REFUSED_FLOW not in flow.metadata:
-            self._count_response(flow, received_class.on_error(flow))
+        if REFUSED_FLOW not in flow.metadata:
+            self._count_response(flow, received.on_error(flow))
             self.in_flight.ended(flow.id)
 
     def _count_response(self, flow: http.HTTPFlow, received: CodeClass | None) -> None:
@@ -171,14 +170,15 @@ class CountRequests:
             return
         assert self.counter, "configure() runs before any flow"
         self.counter.add_response(received)
-        STATS.responses[received] += 1
+        stats = PROCESS.stats
+        stats.responses[received] += 1
         response = flow.response
         end = response.timestamp_end if response and response.timestamp_end else time.time()
-        STATS.request_duration.observe(end - flow.request.timestamp_start)
+        stats.request_duration.observe(end - flow.request.timestamp_start)
 
     def done(self) -> Shutdown:
         # Plain def: on a script reload mitmproxy calls done synchronously, and this counter
         # writes what it has left in the background while the new instance takes over.
         if self.counter is not None:
             self.counter.retire(RETIRE_BOUND)
-        return Shutdown(self.in_flight)
+        return Shutdown(self.in_flight, self.drain_timeout, self.close_timeout)
