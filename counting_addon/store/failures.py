@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import enum
+import re
 from dataclasses import dataclass
 
 import redis
@@ -21,6 +22,11 @@ class FailureKind(enum.Enum):
     NOT_AN_INTEGER = "Redis holds a non-integer"
     # WAIT found fewer replicas than counter_redis_replicas asks for: needs a replica back.
     TOO_FEW_REPLICAS = "Redis has too few replicas"
+    # Used memory is over maxmemory, under noeviction: needs memory freed or maxmemory raised.
+    OUT_OF_MEMORY = "Redis is out of memory"
+    # A background save failed and stop-writes-on-bgsave-error refuses writes: needs the disk
+    # (or the save) fixed.
+    CANNOT_PERSIST = "Redis cannot persist"
     # Any other error Redis answered with.
     ERROR = "Redis error"
 
@@ -57,6 +63,12 @@ def _caused_by(
     return False
 
 
+def _refused_as(e: BaseException, code: str) -> bool:
+    """Whether Redis refused with error `code`: first in its reply, or, from inside a script
+    (Redis 6 and some 7.x), after "Error running script ...: -"."""
+    return isinstance(e, redis.ResponseError) and re.search(rf"(^|: -){code} ", str(e)) is not None
+
+
 def not_an_integer(key: str) -> Failure:
     return Failure(
         FailureKind.NOT_AN_INTEGER, f"Redis error: the value under key {key!r} is not an integer"
@@ -85,8 +97,8 @@ def _tls_hint(e: BaseException) -> str:
     # "Path length given without key usage keyCertSign".
     if "CERTIFICATE_VERIFY_FAILED" in text and "key usage" in text:
         return (
-            " (Python 3.13 and later need keyUsage keyCertSign on the CA: see the README's "
-            "TLS section)"
+            " (Python 3.13 and later need keyUsage keyCertSign on the CA: see "
+            "docs/redis.md, Redis over TLS)"
         )
     if _caused_by(e, ConnectionResetError) or "CERTIFICATE_REQUIRED" in text:
         return (
@@ -135,6 +147,19 @@ def classify(e: BaseException, key: str, tls: bool) -> Failure:
     if isinstance(e, redis.exceptions.RedisClusterException) and _caused_by(e, CONNECTION_FAILED):
         # "Redis Cluster cannot be connected. Please provide at least one reachable node"
         return _unreachable(e, tls)
+    if isinstance(e, redis.exceptions.OutOfMemoryError) or _refused_as(e, "OOM"):
+        # Redis's words name the script's hash and line: the hint says what to do instead.
+        return Failure(
+            FailureKind.OUT_OF_MEMORY,
+            "Redis is out of memory: it refuses writes while used memory is over maxmemory "
+            "(free memory or raise maxmemory)",
+        )
+    if _refused_as(e, "MISCONF"):
+        return Failure(
+            FailureKind.CANNOT_PERSIST,
+            "Redis cannot persist: its last background save failed, and it refuses writes "
+            "until one succeeds (see Redis's log; stop-writes-on-bgsave-error)",
+        )
     if isinstance(e, redis.ResponseError):
         # The batch script's own refusal of a class that is not an integer (APPLY_BATCH).
         if "hash value is not an integer" in str(e):

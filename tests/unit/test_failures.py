@@ -83,7 +83,35 @@ def caused(error: BaseException, cause: BaseException) -> BaseException:
             FailureKind.NOT_AN_INTEGER,
             "'api' is not an integer",
         ),
-        (redis.ResponseError("OOM command not allowed"), False, ERROR, "OOM"),
+        # As redis-py raises them from inside the batch script: the hash and line go.
+        (
+            rex.OutOfMemoryError(
+                "command not allowed when used memory > 'maxmemory'. script: 1c07ab, on "
+                "@user_script:15."
+            ),
+            False,
+            FailureKind.OUT_OF_MEMORY,
+            "Redis is out of memory: it refuses writes while used memory is over maxmemory",
+        ),
+        (
+            redis.ResponseError(
+                "MISCONF Redis is configured to save RDB snapshots, but it's currently unable to "
+                "persist to disk. script: 1c07ab, on @user_script:15."
+            ),
+            False,
+            FailureKind.CANNOT_PERSIST,
+            "Redis cannot persist: its last background save failed",
+        ),
+        (
+            redis.ResponseError(
+                "Error running script (call to f_361f): @user_script:27: @user_script: 27: -OOM "
+                "command not allowed when used memory > 'maxmemory'."
+            ),
+            False,
+            FailureKind.OUT_OF_MEMORY,
+            "Redis is out of memory",
+        ),
+        (redis.ResponseError("BUSY Redis is busy running a script"), False, ERROR, "BUSY"),
     ],
 )
 def test_each_failure_has_a_kind_and_a_line(
