@@ -28,7 +28,11 @@ def out_of_memory(admin: redis.Redis, tmp_path: Path) -> Callable[[], None]:
     """Redis full under noeviction; returns what frees it."""
     admin.config_set("maxmemory-policy", "noeviction")
     admin.config_set("maxmemory", 1)
-    return lambda: admin.config_set("maxmemory", 0)
+
+    def recover() -> None:
+        admin.config_set("maxmemory", 0)
+
+    return recover
 
 
 def cannot_persist(admin: redis.Redis, tmp_path: Path) -> Callable[[], None]:
