@@ -239,7 +239,7 @@ async def test_status_with_a_body_of_unknown_length_refused(
     strict=True,
     reason="a GET without Content-Length over HTTP/2 or 3 is answered: an addon learns that a "
     "body follows only once mitmproxy has read it, and refusing every GET /status without "
-    "Content-Length would refuse them all (README, Protocols)",
+    "Content-Length would refuse them all (docs/protocols.md)",
 )
 async def test_get_status_with_a_body_of_unknown_length_refused(h3_proxy: Proxy) -> None:
     async with h3_connect(h3_proxy.port, h3_proxy.ca_cert) as client:

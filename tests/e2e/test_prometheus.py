@@ -17,7 +17,7 @@ pytestmark = pytest.mark.skipif(
     reason=f"no {PROMETHEUS} (Debian's prometheus package; .ci/run installs it as root)",
 )
 
-# The README's PromQL, "Metrics" section.
+# The PromQL of docs/metrics.md, "PromQL" section.
 README_QUERIES = [
     "sum(rate(counting_addon_requests_total[5m]))",
     'sum(rate(counting_addon_responses_total{code_class="5xx"}[5m]))'
@@ -56,7 +56,8 @@ def test_prometheus_scrapes_the_shared_count(proxy: Proxy, tmp_path: Path) -> No
         prometheus.poll("max_over_time(counting_addon_shared_requests_total[5m])", 7)
         send(proxy.url, "/more", 3)
         prometheus.poll("counting_addon_shared_requests_total", 10)
-        # The README's queries run (their values are checked by the test below and in-process).
+        # The queries of docs/metrics.md run (their values are checked by the test below and
+        # in-process).
         prometheus.poll("max(counting_addon_shared_requests_total)", 10)
         for promql in README_QUERIES:
             prometheus.query(promql)
