@@ -31,7 +31,7 @@ from tests.support.processes import Process, Proxy, ProxyFactory, free_port, pro
 def test_redis_url_with_unknown_parameter_is_refused_or_harmless(
     tmp_path: Path, upstream: str, redis_url: str
 ) -> None:
-    """End to end, the consequence of test_check_url_and_redact_take_any_string (in
+    """End to end, the consequence of test_parse_and_redact_take_any_string (in
     tests/unit/test_hostile_properties.py): a query parameter redis-py doesn't
     know makes every Redis call raise TypeError. mitmdump must either refuse the URL at start
     (naming the option) or run with it: /status answered by the addon (never forwarded), and

@@ -22,7 +22,7 @@ def test_redis_killed_mid_write_under_load_loses_and_doubles_nothing(
     on its way: the proxy never hears of it and resends the batch to the restarted Redis.
 
     The relay between proxy and Redis holds that reply back, so every kill loses one for
-    certain (tests/unit/test_redis_counter.py shows the script without its sequence check
+    certain (tests/unit/test_redis_counter.py shows a writer that numbers each send anew
     counting it twice, requests and classes).
     """
     server = start_redis(tmp_path / "redis", "--appendfsync", "always")

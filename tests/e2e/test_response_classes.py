@@ -1,5 +1,5 @@
 """End to end: responses counted by the class of the status code the client received, once
-per flow, through a real mitmdump (which hooks fire when: counting_addon/received_class.py).
+per flow, through a real mitmdump (which hooks fire when: counting_addon/traffic/received.py).
 
 Each test reads the shared hash in Redis once /status has had the proxy write what it counted.
 """
