@@ -41,10 +41,10 @@ class CounterCommands:
 
     @declared("counter.get")
     def get(self) -> int:
-        """The shared request count as of this process's latest write to Redis (every write
-        brings it back; the command never waits on Redis, so it may lag behind other
-        proxies' counts and this process's last ~100 ms). -1 until a first write (or a read
-        of all the shared counts) brings a value back."""
+        """The shared request count as of this process's latest write to Redis or read of it
+        (/status, /metrics; every write brings it back; the command never waits on Redis, so
+        it may lag behind other proxies' counts and this process's last ~100 ms). -1 until a
+        first write or read brings a value back."""
         latest = self._counter().latest
         return UNKNOWN if latest is None else latest.requests
 

@@ -179,7 +179,8 @@ def test_counter_commands_through_mitmwebs_command_api(web: Web, redis_client: r
     """counter.get answers what the latest write brought back, counter.flush writes at once,
     counter.reset zeroes the shared counts: as mitmweb's command bar calls them."""
     proxy = web.proxy
-    assert web.command("counter.get") == -1  # nothing written yet (/status polls count none)
+    # Nothing written yet: the value the readiness polls of /status read (one read path).
+    assert web.command("counter.get") == 0
     for code in (200, 404, 200):
         assert httpx.get(f"{proxy.url}/code/{code}", timeout=10).status_code == code
     assert web.command("counter.flush") is None
