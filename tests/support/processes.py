@@ -6,13 +6,14 @@ It and procfs.py import nothing beyond httpx and the product: benchmarks/bench.p
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import shutil
 import signal
 import socket
 import subprocess
 import sys
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Literal
 
@@ -47,6 +48,11 @@ def free_port(transport: Literal["tcp", "udp", "both"] = "tcp") -> int:
     raise RuntimeError(f"no port free for {transport}")
 
 
+def unreachable_redis_url() -> str:
+    """A Redis URL nothing listens on: connections are refused at once."""
+    return f"redis://127.0.0.1:{free_port()}/0"
+
+
 def wait_for(check: Callable[[], bool], timeout: float, what: str) -> None:
     """Poll `check` until it holds; fail the test naming `what` after `timeout` seconds."""
     deadline = time.monotonic() + timeout
@@ -60,6 +66,29 @@ async def poll(check: Callable[[], bool], within: float, what: str) -> None:
     """wait_for from a coroutine: in a thread, as the code under test needs the event loop
     meanwhile."""
     await asyncio.to_thread(wait_for, check, within, what)
+
+
+# How long a wait proved pending gets to end all the same, once what keeps it waiting happened.
+SETTLE = 0.1
+
+
+async def stays_pending(
+    awaitable: Awaitable[object], until: Callable[[], bool], what: str, within: float = 10.0
+) -> None:
+    """Proves that `awaitable` does not end while something keeps it waiting: runs it until
+    `until` holds (polled for up to `within` s: the event that should keep it waiting, such as
+    the writer's failed write) and SETTLE s more, fails the test if it ended meanwhile, and
+    cancels it."""
+    task = asyncio.ensure_future(awaitable)
+    try:
+        await poll(until, within, what)
+        await asyncio.wait({task}, timeout=SETTLE)
+        if task.done():
+            raise AssertionError(f"ended after {what}: {task.result()!r}")
+    finally:
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
 
 
 def logged(caplog: pytest.LogCaptureFixture, text: str) -> list[str]:

@@ -14,7 +14,8 @@ from mitmproxy.test import taddons
 from counting_addon import CountingProxy
 from counting_addon.endpoints.access import client_address, parse_allow_from
 from tests.support.flows import all_hooks, flow, request_hook
-from tests.support.processes import free_port
+from tests.support.in_process import MakeProxy
+from tests.support.processes import unreachable_redis_url
 
 
 @pytest.mark.parametrize(
@@ -93,58 +94,51 @@ def test_client_address(peername: connection.Address | None, address: str | None
     ],
 )
 async def test_who_gets_an_answer(
-    redis_url: str, allow_from: str, client: str, allowed: bool
+    counting_proxy: MakeProxy, allow_from: str, client: str, allowed: bool
 ) -> None:
     """Through every hook, as mitmproxy calls them: the allowed client gets /status's and
     /metrics's answers, any other a JSON 403 whatever the method; never counted either way."""
-    proxy = CountingProxy()
-    with taddons.context(Proxyserver(), proxy) as tctx:
-        tctx.configure(proxy.counting, counter_redis_url=redis_url, counter_allow_from=allow_from)
-        for path, method in [
-            ("/status", "GET"),
-            ("/metrics?x=1", "GET"),
-            ("/status", "HEAD"),
-            ("/metrics", "DELETE"),
-        ]:
-            f = flow(path, method=method)
-            f.client_conn.peername = (client, 40000)
-            all_hooks(proxy, f)
-            await request_hook(proxy.endpoints, f)
-            assert f.response is not None, (path, method)
-            if allowed:
-                assert f.response.status_code == (405 if method == "DELETE" else 200)
-            else:
-                assert f.response.status_code == 403, (path, method)
-                assert f.response.headers["content-type"] == "application/json"
-                assert f.response.headers["cache-control"] == "no-store"
-                body = b"" if method == "HEAD" else b'{"error": "forbidden"}'
-                assert f.response.raw_content == body
-        # Other paths are proxied for everyone, and counted.
-        f = flow("/status/")
+    running = counting_proxy(counter_allow_from=allow_from)
+    proxy = running.proxy
+    for path, method in [
+        ("/status", "GET"),
+        ("/metrics?x=1", "GET"),
+        ("/status", "HEAD"),
+        ("/metrics", "DELETE"),
+    ]:
+        f = flow(path, method=method)
         f.client_conn.peername = (client, 40000)
-        all_hooks(proxy, f)
-        await request_hook(proxy.endpoints, f)
-        assert f.response is None
-        assert proxy.counting.counter is not None
-        assert proxy.counting.counter.ledger.counted == 1
-        await proxy.counting.done()
+        await all_hooks(proxy, f)
+        assert f.response is not None, (path, method)
+        if allowed:
+            assert f.response.status_code == (405 if method == "DELETE" else 200)
+        else:
+            assert f.response.status_code == 403, (path, method)
+            assert f.response.headers["content-type"] == "application/json"
+            assert f.response.headers["cache-control"] == "no-store"
+            body = b"" if method == "HEAD" else b'{"error": "forbidden"}'
+            assert f.response.raw_content == body
+    # Other paths are proxied for everyone, and counted.
+    f = flow("/status/")
+    f.client_conn.peername = (client, 40000)
+    assert await all_hooks(proxy, f) is None
+    assert running.counter.ledger.counted == 1
+    await proxy.counting.done()
 
 
-async def test_a_body_it_would_not_read_is_refused_unread_before_any_403() -> None:
+async def test_a_body_it_would_not_read_is_refused_unread_before_any_403(
+    counting_proxy: MakeProxy,
+) -> None:
     """A stranger's endpoint request with a body of unknown length is refused like anyone's:
     the proxy never reads it to say 403."""
-    proxy = CountingProxy()
-    with taddons.context(Proxyserver(), proxy) as tctx:
-        tctx.configure(
-            proxy.counting,
-            counter_redis_url=f"redis://127.0.0.1:{free_port()}/0",
-            counter_allow_from="10.0.0.0/8",
-        )
-        f = flow("/metrics", method="POST", headers=((b"transfer-encoding", b"chunked"),))
-        all_hooks(proxy, f)
-        assert f.error is not None and f.error.msg == Error.KILLED_MESSAGE
-        await request_hook(proxy.endpoints, f)
-        assert f.response is None
+    proxy = counting_proxy(
+        counter_redis_url=unreachable_redis_url(), counter_allow_from="10.0.0.0/8"
+    ).proxy
+    f = flow("/metrics", method="POST", headers=((b"transfer-encoding", b"chunked"),))
+    await all_hooks(proxy, f)
+    assert f.error is not None and f.error.msg == Error.KILLED_MESSAGE
+    await request_hook(proxy.endpoints, f)
+    assert f.response is None
 
 
 def test_one_log_line_per_change(caplog: pytest.LogCaptureFixture) -> None:

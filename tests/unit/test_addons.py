@@ -15,8 +15,9 @@ from mitmproxy.test import taddons, tutils
 from counting_addon import CountingProxy, StreamBodies
 from counting_addon.code_class import CodeClass, no_responses
 from counting_addon.process import PROCESS
-from tests.support.flows import REVERSE, all_hooks, flow, request_hook
-from tests.support.processes import free_port
+from tests.support.flows import REVERSE, all_hooks, flow, request_hook, requestheaders_only
+from tests.support.in_process import MakeProxy
+from tests.support.processes import unreachable_redis_url
 
 
 class TestOptions:
@@ -135,29 +136,25 @@ class TestOptions:
 
 class TestCounting:
     async def test_counts_proxied_requests_not_status(
-        self, redis_url: str, redis_client: redis.Redis
+        self, counting_proxy: MakeProxy, redis_client: redis.Redis
     ) -> None:
-        proxy = CountingProxy()
-        with taddons.context(Proxyserver(), proxy) as tctx:
-            tctx.configure(proxy.counting, counter_redis_url=redis_url)
-            for path in ["/a", "/status", "/status?x", "/statusx", "/status/", "/b"]:
-                all_hooks(proxy, flow(path))
-            counter = proxy.counting.counter
-            assert counter is not None
-            assert counter.ledger.counted == 4
-            assert await counter.read() == 4
-            await counter.close(1.0)
+        running = counting_proxy()
+        for path in ["/a", "/status", "/status?x", "/statusx", "/status/", "/b"]:
+            await all_hooks(running.proxy, flow(path))
+        counter = running.counter
+        assert counter.ledger.counted == 4
+        assert await counter.read() == 4
+        await counter.close(1.0)
         assert redis_client.get("counter") == b"4"
 
-    async def test_flows_mitmproxy_rejected_are_not_counted(self, redis_url: str) -> None:
-        proxy = CountingProxy()
-        with taddons.context(Proxyserver(), proxy) as tctx:
-            tctx.configure(proxy.counting, counter_redis_url=redis_url)
-            f = flow()
-            f.error = Error("Received an invalid request")  # as check_invalid() does
-            all_hooks(proxy, f)
-            counter = proxy.counting.counter
-            assert counter is not None and counter.ledger.counted == 0
+    async def test_flows_mitmproxy_rejected_are_not_counted(
+        self, counting_proxy: MakeProxy
+    ) -> None:
+        running = counting_proxy()
+        f = flow()
+        f.error = Error("Received an invalid request")  # as check_invalid() does
+        await all_hooks(running.proxy, f)
+        assert running.counter.ledger.counted == 0
 
     @pytest.mark.parametrize(
         ("method", "path", "http_version", "counted"),
@@ -169,81 +166,65 @@ class TestCounting:
         ],
     )
     async def test_cleartext_http2_preface_is_not_counted(
-        self, redis_url: str, method: str, path: str, http_version: str, counted: int
+        self, counting_proxy: MakeProxy, method: str, path: str, http_version: str, counted: int
     ) -> None:
-        proxy = CountingProxy()
-        with taddons.context(Proxyserver(), proxy) as tctx:
-            tctx.configure(proxy.counting, counter_redis_url=redis_url)
-            all_hooks(proxy, flow(path, method=method, http_version=http_version))
-            counter = proxy.counting.counter
-            assert counter is not None and counter.ledger.counted == counted
-            await proxy.counting.done()
+        running = counting_proxy()
+        await all_hooks(running.proxy, flow(path, method=method, http_version=http_version))
+        assert running.counter.ledger.counted == counted
+        await running.proxy.counting.done()
 
     async def test_status_path_is_proxied_and_counted_outside_reverse_mode(
-        self, redis_url: str
+        self, counting_proxy: MakeProxy
     ) -> None:
-        proxy = CountingProxy()
-        with taddons.context(Proxyserver(), proxy) as tctx:
-            tctx.configure(proxy.counting, counter_redis_url=redis_url)
-            f = flow("/status", mode="regular")
-            all_hooks(proxy, f)
-            await request_hook(proxy.endpoints, f)
-            assert f.response is None
-            counter = proxy.counting.counter
-            assert counter is not None and counter.ledger.counted == 1
+        running = counting_proxy()
+        assert await all_hooks(running.proxy, flow("/status", mode="regular")) is None
+        assert running.counter.ledger.counted == 1
 
     async def test_done_writes_pending_counts(
-        self, redis_url: str, redis_client: redis.Redis
+        self, counting_proxy: MakeProxy, redis_client: redis.Redis
     ) -> None:
-        proxy = CountingProxy()
-        with taddons.context(Proxyserver(), proxy) as tctx:
-            tctx.configure(proxy.counting, counter_redis_url=redis_url)
-            for _ in range(3):
-                all_hooks(proxy, flow())
-            await proxy.counting.done()
+        proxy = counting_proxy().proxy
+        for _ in range(3):
+            await all_hooks(proxy, flow())
+        await proxy.counting.done()
         assert redis_client.get("counter") == b"3"
 
     async def test_changing_the_key_writes_pending_counts_to_the_old_one(
-        self, redis_url: str, redis_client: redis.Redis
+        self, counting_proxy: MakeProxy, redis_client: redis.Redis
     ) -> None:
-        proxy = CountingProxy()
-        with taddons.context(Proxyserver(), proxy) as tctx:
-            tctx.configure(proxy.counting, counter_redis_url=redis_url)
-            all_hooks(proxy, flow())
-            tctx.configure(proxy.counting, counter_key="other")
-            all_hooks(proxy, flow())
-            await proxy.counting.done()
+        running = counting_proxy()
+        await all_hooks(running.proxy, flow())
+        running.configure(counter_key="other")
+        await all_hooks(running.proxy, flow())
+        await running.proxy.counting.done()
         assert redis_client.mget("counter", "other") == [b"1", b"1"]
 
 
 class TestResponses:
     async def test_each_counted_flow_adds_its_class_once_and_this_process_figures(
-        self, redis_url: str, redis_client: redis.Redis
+        self, counting_proxy: MakeProxy, redis_client: redis.Redis
     ) -> None:
         before = (
             PROCESS.stats.requests,
             dict(PROCESS.stats.responses),
             sum(PROCESS.stats.request_duration.counts),
         )
-        proxy = CountingProxy()
-        with taddons.context(Proxyserver(), proxy) as tctx:
-            tctx.configure(proxy.counting, counter_redis_url=redis_url)
-            ok, upstream_down, status, refused = flow(), flow(), flow("/status"), flow()
-            refused.error = Error("Received an invalid request")  # as check_invalid() does
-            for f in (ok, upstream_down, status, refused):
-                all_hooks(proxy, f)
-            ok.response = tutils.tresp(status_code=204)
-            ok.response.timestamp_end = ok.request.timestamp_start + 0.02
-            proxy.response(ok)
-            upstream_down.error = Error("Connect call failed")
-            proxy.error(upstream_down)
-            await request_hook(proxy.endpoints, status)
-            proxy.response(status)
-            proxy.error(refused)
-            counter = proxy.counting.counter
-            assert counter is not None
-            shared = await counter.read_shared()
-            await proxy.counting.done()
+        running = counting_proxy()
+        proxy = running.proxy
+        ok, upstream_down, status, refused = flow(), flow(), flow("/status"), flow()
+        refused.error = Error("Received an invalid request")  # as check_invalid() does
+        for f in (ok, upstream_down, status, refused):
+            requestheaders_only(proxy, f)
+        ok.response = tutils.tresp(status_code=204)
+        ok.response.timestamp_end = ok.request.timestamp_start + 0.02
+        proxy.response(ok)
+        upstream_down.error = Error("Connect call failed")
+        proxy.error(upstream_down)
+        await request_hook(proxy.endpoints, status)
+        proxy.response(status)
+        proxy.error(refused)
+        shared = await running.counter.read_shared()
+        await proxy.counting.done()
         assert shared.requests == 2
         assert shared.responses == no_responses() | {CodeClass.C2XX: 1, CodeClass.C5XX: 1}
         assert redis_client.hgetall("{counter}:responses") == {b"2xx": b"1", b"5xx": b"1"}
@@ -253,20 +234,19 @@ class TestResponses:
 
 
 class TestStatus:
-    async def answer(self, redis_url: str, f: http.HTTPFlow, **options: str) -> http.Response:
-        proxy = CountingProxy()
-        with taddons.context(Proxyserver(), proxy) as tctx:
-            tctx.configure(proxy.counting, counter_redis_url=redis_url, **options)
-            all_hooks(proxy, f)
-            await request_hook(proxy.endpoints, f)
-            await proxy.counting.done()
+    async def answer(
+        self, counting_proxy: MakeProxy, f: http.HTTPFlow, **options: str
+    ) -> http.Response:
+        proxy = counting_proxy(**options).proxy
+        await all_hooks(proxy, f)
+        await proxy.counting.done()
         assert f.response is not None
         return f.response
 
-    async def test_get(self, redis_url: str, redis_client: redis.Redis) -> None:
+    async def test_get(self, counting_proxy: MakeProxy, redis_client: redis.Redis) -> None:
         redis_client.set("counter", 41)
         f = flow("/status?verbose=1")
-        response = await self.answer(redis_url, f)
+        response = await self.answer(counting_proxy, f)
         assert response.status_code == 200
         assert response.headers["content-type"] == "application/json"
         assert response.headers["cache-control"] == "no-store"
@@ -275,18 +255,19 @@ class TestStatus:
         assert isinstance(body["uptime"], int) and body["uptime"] >= 0
         assert f.marked and f.comment  # visible as the proxy's own answer in mitmweb
 
-    async def test_other_methods(self, redis_url: str) -> None:
-        response = await self.answer(redis_url, flow("/status", method="POST"))
+    async def test_other_methods(self, counting_proxy: MakeProxy) -> None:
+        response = await self.answer(counting_proxy, flow("/status", method="POST"))
         assert response.status_code == 405
         assert response.headers["allow"] == "GET, HEAD"
 
-    async def test_custom_path(self, redis_url: str) -> None:
+    async def test_custom_path(self, counting_proxy: MakeProxy) -> None:
         f = flow("/health")
-        assert (await self.answer(redis_url, f, counter_status_path="/health")).status_code == 200
+        response = await self.answer(counting_proxy, f, counter_status_path="/health")
+        assert response.status_code == 200
 
-    async def test_redis_unavailable(self, redis_url: str) -> None:
+    async def test_redis_unavailable(self, counting_proxy: MakeProxy) -> None:
         f = flow("/status")
-        response = await self.answer(f"redis://127.0.0.1:{free_port()}/0", f)
+        response = await self.answer(counting_proxy, f, counter_redis_url=unreachable_redis_url())
         assert response.status_code == 503
         body = json.loads(response.content or b"")
         assert set(body) == {"error", "uptime", "pending"}
@@ -303,20 +284,14 @@ class TestStatus:
     )
     async def test_large_or_unknown_body_is_refused_not_buffered(
         self,
-        redis_url: str,
+        counting_proxy: MakeProxy,
         headers: tuple[tuple[bytes, bytes], ...],
         stream_large_bodies: str | None,
     ) -> None:
-        proxy = CountingProxy()
-        with taddons.context(Proxyserver(), proxy) as tctx:
-            tctx.configure(
-                proxy.counting,
-                counter_redis_url=redis_url,
-                stream_large_bodies=stream_large_bodies,
-            )
-            f = flow("/status", method="POST", headers=headers)
-            all_hooks(proxy, f)
-            assert f.error is not None and f.error.msg == Error.KILLED_MESSAGE
+        proxy = counting_proxy(stream_large_bodies=stream_large_bodies).proxy
+        f = flow("/status", method="POST", headers=headers)
+        await all_hooks(proxy, f)
+        assert f.error is not None and f.error.msg == Error.KILLED_MESSAGE
 
     @pytest.mark.parametrize(
         ("method", "http_version", "killed"),
@@ -330,19 +305,17 @@ class TestStatus:
         ],
     )
     async def test_unknown_length_over_http2_and_3(
-        self, redis_url: str, method: str, http_version: str, killed: bool
+        self, counting_proxy: MakeProxy, method: str, http_version: str, killed: bool
     ) -> None:
-        proxy = CountingProxy()
-        with taddons.context(Proxyserver(), proxy) as tctx:
-            tctx.configure(proxy.counting, counter_redis_url=redis_url)
-            f = flow("/status", method=method, http_version=http_version)
-            all_hooks(proxy, f)
-            assert (f.error is not None) is killed
-            assert not f.request.stream
+        proxy = counting_proxy().proxy
+        f = flow("/status", method=method, http_version=http_version)
+        await all_hooks(proxy, f)
+        assert (f.error is not None) is killed
+        assert not f.request.stream
 
-    async def test_small_body_is_answered(self, redis_url: str) -> None:
+    async def test_small_body_is_answered(self, counting_proxy: MakeProxy) -> None:
         f = flow("/status", headers=((b"content-length", b"1024"),))
-        response = await self.answer(redis_url, f, stream_large_bodies="1k")
+        response = await self.answer(counting_proxy, f, stream_large_bodies="1k")
         assert response.status_code == 200
 
 

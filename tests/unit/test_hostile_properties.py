@@ -9,6 +9,7 @@ Redis password. tests/e2e/test_hostile_http.py sends hostile HTTP through a real
 from __future__ import annotations
 
 import string
+from collections.abc import Callable
 from urllib.parse import quote
 
 import pytest
@@ -27,7 +28,8 @@ from counting_addon import CountingProxy, StatusEndpoint, StreamBodies
 from counting_addon.endpoints.rules import check_path, is_endpoint_flow, matches
 from counting_addon.store.client import RedisClient
 from counting_addon.store.url import parse, redact
-from tests.support.processes import free_port
+from tests.support.in_process import MakeProxy
+from tests.support.processes import unreachable_redis_url
 
 # Deterministic (derandomize, no example database written into the repository) and bounded:
 # every property test takes a few seconds at most, shrinking a failure included (the explain
@@ -215,7 +217,7 @@ def test_matcher_matches_exactly_the_documented_set(pair: tuple[str, bytes]) -> 
     assert matches(request.path, status_path) is documented_match(raw, status_path), raw[:200]
 
 
-def test_status_endpoint_answers_exactly_the_documented_set() -> None:
+def test_status_endpoint_answers_exactly_the_documented_set(counting_proxy: MakeProxy) -> None:
     """The endpoints' requestheaders and request hooks, in reverse mode under taddons, answer
     (and mark as an endpoint flow) exactly the documented set of status paths; everything else
     is left alone. (/metrics is off here: any generated path could be it.)
@@ -223,47 +225,42 @@ def test_status_endpoint_answers_exactly_the_documented_set() -> None:
     Redis is a closed port, so an answered GET/HEAD is a 503 and any other method a 405: either
     way the proxy answered, and no Redis process is needed.
     """
-    proxy = CountingProxy()
+    running = counting_proxy(counter_redis_url=unreachable_redis_url(), counter_metrics_path="")
+    proxy, tctx = running.proxy, running.tctx
     endpoints = proxy.endpoints
     tally = {"answered": 0, "passed": 0, "long": 0}
-    with taddons.context(Proxyserver(), proxy) as tctx:
-        tctx.configure(
-            proxy.counting,
-            counter_redis_url=f"redis://127.0.0.1:{free_port()}/0",
-            counter_metrics_path="",
-        )
-        loop = tctx.master.event_loop
+    loop = tctx.master.event_loop
 
-        @PROPERTY
-        @given(
-            status_and_request_path(),
-            st.sampled_from([b"GET", b"HEAD", b"POST", b"get", b"DELETE", b"\xc3\x28"]),
-        )
-        def check(pair: tuple[str, bytes], method: bytes) -> None:
-            status_path, raw = pair
-            tctx.configure(proxy.status, counter_status_path=status_path)
-            f = request_flow(raw, method)
-            endpoints.claim(f)
-            pending = endpoints.request(f)
-            if pending is not None:
-                loop.run_until_complete(pending)
-            expected = documented_match(raw, status_path)
-            tally["answered" if expected else "passed"] += 1
-            tally["long"] += len(raw) > 64 * 1024
-            assert is_endpoint_flow(f) is expected, (status_path, raw[:200])
-            assert bool(f.marked) is expected
-            if expected:
-                assert f.error is None  # no body: nothing to refuse
-                assert f.response is not None
-                allowed = f.request.method in ("GET", "HEAD")
-                # Only an answer that reads Redis is a coroutine for mitmproxy to await.
-                assert (pending is not None) is allowed
-                assert f.response.status_code == (503 if allowed else 405)
-            else:
-                assert pending is None
-                assert f.response is None and f.error is None
+    @PROPERTY
+    @given(
+        status_and_request_path(),
+        st.sampled_from([b"GET", b"HEAD", b"POST", b"get", b"DELETE", b"\xc3\x28"]),
+    )
+    def check(pair: tuple[str, bytes], method: bytes) -> None:
+        status_path, raw = pair
+        tctx.configure(proxy.status, counter_status_path=status_path)
+        f = request_flow(raw, method)
+        endpoints.claim(f)
+        pending = endpoints.request(f)
+        if pending is not None:
+            loop.run_until_complete(pending)
+        expected = documented_match(raw, status_path)
+        tally["answered" if expected else "passed"] += 1
+        tally["long"] += len(raw) > 64 * 1024
+        assert is_endpoint_flow(f) is expected, (status_path, raw[:200])
+        assert bool(f.marked) is expected
+        if expected:
+            assert f.error is None  # no body: nothing to refuse
+            assert f.response is not None
+            allowed = f.request.method in ("GET", "HEAD")
+            # Only an answer that reads Redis is a coroutine for mitmproxy to await.
+            assert (pending is not None) is allowed
+            assert f.response.status_code == (503 if allowed else 405)
+        else:
+            assert pending is None
+            assert f.response is None and f.error is None
 
-        check()
+    check()
     print(f"status endpoint: {tally}")
     assert tally["answered"] > 50 and tally["passed"] > 50 and tally["long"] > 0
 
@@ -289,32 +286,53 @@ def test_check_path_accepts_exactly_printable_absolute_paths(value: str) -> None
         assert matches(request_flow(value.encode()).request.path, value)
 
 
+def option_values_tried(
+    tctx: taddons.context,
+    addon: object,
+    option: str,
+    values: st.SearchStrategy[str],
+    current: Callable[[], object],
+    took_effect: Callable[[str], None],
+) -> dict[str, int]:
+    """Sets `option` through `addon`'s configure to each of `values`: refused with an
+    OptionsError naming the option, `current()` unchanged; or accepted, `took_effect(value)`
+    checking it. How many of each."""
+    tally = {"accepted": 0, "refused": 0}
+
+    @PROPERTY
+    @given(values)
+    def check(value: str) -> None:
+        before = current()
+        try:
+            tctx.configure(addon, **{option: value})
+        except exceptions.OptionsError as e:
+            tally["refused"] += 1
+            assert str(e).startswith(f"{option}: "), str(e)
+            assert current() == before
+        else:
+            tally["accepted"] += 1
+            took_effect(value)
+
+    check()
+    print(f"{option}: {tally}")
+    return tally
+
+
 def test_status_path_option_names_itself_or_takes_effect() -> None:
     """Through configure under taddons: OptionsError naming the option (previous path kept),
     or the path in effect."""
     proxy = CountingProxy()
     status = proxy.status
     assert isinstance(status, StatusEndpoint)
-    tally = {"accepted": 0, "refused": 0}
+
+    def took_effect(value: str) -> None:
+        assert status.path == value
+        check_path(value)
+
     with taddons.context(Proxyserver(), proxy) as tctx:
-
-        @PROPERTY
-        @given(OPTION_STRINGS)
-        def check(value: str) -> None:
-            before = status.path
-            try:
-                tctx.configure(status, counter_status_path=value)
-            except exceptions.OptionsError as e:
-                tally["refused"] += 1
-                assert str(e).startswith("counter_status_path: "), str(e)
-                assert status.path == before
-            else:
-                tally["accepted"] += 1
-                assert status.path == value
-                check_path(value)
-
-        check()
-    print(f"counter_status_path: {tally}")
+        tally = option_values_tried(
+            tctx, status, "counter_status_path", OPTION_STRINGS, lambda: status.path, took_effect
+        )
     assert tally["accepted"] > 20 and tally["refused"] > 20
 
 
@@ -323,28 +341,22 @@ def test_stream_threshold_option_names_itself_or_is_a_size() -> None:
     refused with an OptionsError naming the option (the previous threshold kept), or accepted
     as a size of 0 or more."""
     addon = StreamBodies()
-    tally = {"accepted": 0, "refused": 0}
+
+    def took_effect(value: str) -> None:
+        assert isinstance(addon.threshold, int) and addon.threshold >= 0, value
+
     with taddons.context(addon) as tctx:
         # taddons doesn't configure on add: make the threshold follow the option from here on.
         tctx.configure(addon, counter_stream_threshold="5k")
         assert addon.threshold == 5 * 1024
-
-        @PROPERTY
-        @given(SIZE_STRINGS)
-        def check(value: str) -> None:
-            before = addon.threshold
-            try:
-                tctx.configure(addon, counter_stream_threshold=value)
-            except exceptions.OptionsError as e:
-                tally["refused"] += 1
-                assert str(e).startswith("counter_stream_threshold: "), str(e)
-                assert addon.threshold == before
-            else:
-                tally["accepted"] += 1
-                assert isinstance(addon.threshold, int) and addon.threshold >= 0, value
-
-        check()
-    print(f"counter_stream_threshold: {tally}")
+        tally = option_values_tried(
+            tctx,
+            addon,
+            "counter_stream_threshold",
+            SIZE_STRINGS,
+            lambda: addon.threshold,
+            took_effect,
+        )
     assert tally["accepted"] > 20 and tally["refused"] > 20
 
 

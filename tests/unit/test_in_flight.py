@@ -6,13 +6,13 @@ from __future__ import annotations
 import asyncio
 
 import redis
-from mitmproxy.addons.proxyserver import Proxyserver
 from mitmproxy.flow import Error
-from mitmproxy.test import taddons, tutils
+from mitmproxy.test import tutils
 
-from counting_addon import CountingProxy
+from counting_addon.traffic.counting import DRAIN_TIMEOUT
 from counting_addon.traffic.in_flight import InFlight
-from tests.support.flows import flow
+from tests.support.flows import flow, requestheaders_only
+from tests.support.in_process import MakeProxy
 
 
 async def test_closing_with_nothing_in_flight_returns_at_once() -> None:
@@ -47,28 +47,27 @@ async def test_closing_gives_up_after_its_bound() -> None:
 
 
 async def test_shutdown_refuses_new_requests_and_writes_those_in_flight_once_they_end(
-    redis_url: str, redis_client: redis.Redis
+    counting_proxy: MakeProxy, redis_client: redis.Redis
 ) -> None:
     """A request in flight when shutdown begins is counted, and so is its response once it
     ends; one arriving meanwhile is killed, counted in neither. Then the counts are written."""
-    proxy = CountingProxy()
-    with taddons.context(Proxyserver(), proxy) as tctx:
-        tctx.configure(proxy.counting, counter_redis_url=redis_url)
-        early = flow()
-        proxy.requestheaders(early)
-        shutdown = asyncio.ensure_future(proxy.done())
-        await asyncio.sleep(0)
-        assert not shutdown.done(), "waits for the request in flight"
+    proxy = counting_proxy().proxy
+    proxy.counting.drain_timeout = DRAIN_TIMEOUT  # the product's: it must not run out here
+    early = flow()
+    requestheaders_only(proxy, early)
+    shutdown = asyncio.ensure_future(proxy.done())
+    await asyncio.sleep(0)
+    assert not shutdown.done(), "waits for the request in flight"
 
-        late = flow()
-        proxy.requestheaders(late)
-        assert late.error is not None and late.error.msg == Error.KILLED_MESSAGE
-        proxy.error(late)
+    late = flow()
+    proxy.requestheaders(late)
+    assert late.error is not None and late.error.msg == Error.KILLED_MESSAGE
+    proxy.error(late)
 
-        early.response = tutils.tresp()
-        proxy.responseheaders(early)
-        proxy.response(early)
-        async with asyncio.timeout(10):
-            await shutdown
+    early.response = tutils.tresp()
+    proxy.responseheaders(early)
+    proxy.response(early)
+    async with asyncio.timeout(10):
+        await shutdown
     assert redis_client.get("counter") == b"1"
     assert redis_client.hgetall("{counter}:responses") == {b"2xx": b"1"}

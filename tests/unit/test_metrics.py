@@ -3,14 +3,11 @@ the endpoint's answers under taddons against a real Redis."""
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import Callable
 
 import pytest
 import redis
 from mitmproxy import http
-from mitmproxy.addons.proxyserver import Proxyserver
-from mitmproxy.test import taddons
 from prometheus_client.exposition import generate_latest
 from prometheus_client.openmetrics.exposition import generate_latest as generate_openmetrics
 
@@ -20,7 +17,8 @@ from counting_addon.endpoints.rules import parse_metrics_path
 from counting_addon.endpoints.scrape import registry
 from counting_addon.process import ProcessStats
 from counting_addon.store.shared import Shared
-from tests.support.flows import all_hooks, flow, request_hook
+from tests.support.flows import all_hooks, flow
+from tests.support.in_process import MakeProxy
 from tests.support.metrics import (
     PROMETHEUS_ACCEPT,
     TEXT_CONTENT_TYPE,
@@ -28,7 +26,7 @@ from tests.support.metrics import (
     parse_openmetrics,
     parse_text,
 )
-from tests.support.processes import free_port
+from tests.support.processes import stays_pending, unreachable_redis_url
 
 OWN = {
     "counting_addon_requests_total",
@@ -114,27 +112,27 @@ def test_parse_metrics_path_refuses(value: str) -> None:
 
 
 async def scrape(
-    redis_url: str, f: http.HTTPFlow, before: int = 0, **options: str
-) -> tuple[http.HTTPFlow, int]:
-    """`before` proxied requests, then `f` through every hook; the flow and the count of
-    requests this process counted (written to Redis by then)."""
-    proxy = CountingProxy()
-    with taddons.context(Proxyserver(), proxy) as tctx:
-        tctx.configure(proxy.counting, counter_redis_url=redis_url, **options)
-        for i in range(before):
-            all_hooks(proxy, flow(f"/before/{i}"))
-        all_hooks(proxy, f)
-        await request_hook(proxy.endpoints, f)
-        counter = proxy.counting.counter
-        assert counter is not None
-        counted = counter.ledger.counted
-        await proxy.counting.done()
-    return f, counted
+    counting_proxy: MakeProxy,
+    f: http.HTTPFlow,
+    before: int = 0,
+    **options: str,
+) -> tuple[http.HTTPFlow, http.Response | None, int]:
+    """`before` proxied requests, then `f`, each through every hook, on a proxy of its own;
+    the flow, the proxy's own answer (None: proxied) and the count of requests this process
+    counted (written to Redis by then)."""
+    running = counting_proxy(**options)
+    proxy = running.proxy
+    for i in range(before):
+        await all_hooks(proxy, flow(f"/before/{i}"))
+    answer = await all_hooks(proxy, f)
+    counted = running.counter.ledger.counted
+    await proxy.counting.done()
+    return f, answer, counted
 
 
 class TestEndpoint:
-    async def test_get_is_prometheus_text(self, redis_url: str) -> None:
-        f, counted = await scrape(redis_url, flow("/metrics?debug=1"), before=3)
+    async def test_get_is_prometheus_text(self, counting_proxy: MakeProxy) -> None:
+        f, _, counted = await scrape(counting_proxy, flow("/metrics?debug=1"), before=3)
         assert f.response is not None and f.response.status_code == 200
         assert f.response.headers["content-type"] == TEXT_CONTENT_TYPE
         assert f.response.headers["cache-control"] == "no-store"
@@ -146,61 +144,61 @@ class TestEndpoint:
         assert counted == 3  # the scrape is not counted
         assert f.marked and f.comment == "answered by counting_addon"
 
-    async def test_openmetrics_when_asked(self, redis_url: str) -> None:
+    async def test_openmetrics_when_asked(self, counting_proxy: MakeProxy) -> None:
         accept = ((b"accept", PROMETHEUS_ACCEPT.encode()),)
-        f, _ = await scrape(redis_url, flow("/metrics", headers=accept), before=2)
+        f, _, _ = await scrape(counting_proxy, flow("/metrics", headers=accept), before=2)
         assert f.response is not None and f.response.status_code == 200
         assert f.response.headers["content-type"].startswith("application/openmetrics-text;")
         text = f.response.get_text() or ""
         assert text.endswith("# EOF\n")
         assert parse_openmetrics(text).value("counting_addon_shared_requests_total") == 2
 
-    async def test_head_has_the_head_of_a_get(self, redis_url: str) -> None:
-        f, _ = await scrape(redis_url, flow("/metrics", method="HEAD"))
+    async def test_head_has_the_head_of_a_get(self, counting_proxy: MakeProxy) -> None:
+        f, _, _ = await scrape(counting_proxy, flow("/metrics", method="HEAD"))
         assert f.response is not None and f.response.status_code == 200
         assert f.response.raw_content == b""
         assert int(f.response.headers["content-length"]) > 1000
         assert f.response.headers["content-type"].startswith("text/plain")
 
     @pytest.mark.parametrize("method", ["POST", "PUT", "DELETE", "OPTIONS"])
-    async def test_other_methods_405(self, redis_url: str, method: str) -> None:
-        f, counted = await scrape(redis_url, flow("/metrics", method=method))
+    async def test_other_methods_405(self, counting_proxy: MakeProxy, method: str) -> None:
+        f, _, counted = await scrape(counting_proxy, flow("/metrics", method=method))
         assert f.response is not None and f.response.status_code == 405
         assert f.response.headers["allow"] == "GET, HEAD"
         assert counted == 0
 
-    async def test_custom_path(self, redis_url: str) -> None:
-        f, _ = await scrape(redis_url, flow("/prom"), counter_metrics_path="/prom")
+    async def test_custom_path(self, counting_proxy: MakeProxy) -> None:
+        f, _, _ = await scrape(counting_proxy, flow("/prom"), counter_metrics_path="/prom")
         assert f.response is not None and f.response.status_code == 200
-        g, counted = await scrape(redis_url, flow("/metrics"), counter_metrics_path="/prom")
-        assert g.response is None and not g.marked and counted == 1
+        g, answer, counted = await scrape(
+            counting_proxy, flow("/metrics"), counter_metrics_path="/prom"
+        )
+        assert answer is None and not g.marked and counted == 1
 
-    async def test_off_the_path_is_proxied_and_counted(self, redis_url: str) -> None:
-        f, counted = await scrape(redis_url, flow("/metrics"), counter_metrics_path="")
-        assert f.response is None and f.error is None and not f.marked
+    async def test_off_the_path_is_proxied_and_counted(self, counting_proxy: MakeProxy) -> None:
+        f, answer, counted = await scrape(counting_proxy, flow("/metrics"), counter_metrics_path="")
+        assert answer is None and f.error is None and not f.marked
         assert counted == 1
 
-    async def test_outside_reverse_mode_the_path_is_proxied(self, redis_url: str) -> None:
-        f, counted = await scrape(redis_url, flow("/metrics", mode="regular"))
-        assert f.response is None and counted == 1
+    async def test_outside_reverse_mode_the_path_is_proxied(
+        self, counting_proxy: MakeProxy
+    ) -> None:
+        _, answer, counted = await scrape(counting_proxy, flow("/metrics", mode="regular"))
+        assert answer is None and counted == 1
 
-    async def test_redis_down_answers_200_without_shared_counts(self) -> None:
+    async def test_redis_down_answers_200_without_shared_counts(
+        self, counting_proxy: MakeProxy
+    ) -> None:
         """Redis refusing connections: the writer has failed (the counter knows), so the scrape
         doesn't wait for Redis at all."""
-        proxy = CountingProxy()
-        with taddons.context(Proxyserver(), proxy) as tctx:
-            tctx.configure(proxy.counting, counter_redis_url=f"redis://127.0.0.1:{free_port()}/0")
-            all_hooks(proxy, flow("/proxied"))
-            counter = proxy.counting.counter
-            assert counter is not None
-            with pytest.raises(TimeoutError):  # as the writer, this read fails to write
-                async with asyncio.timeout(1.0):
-                    await counter.read()
-            assert counter.problem is not None
-            f = flow("/metrics")
-            all_hooks(proxy, f)
-            await request_hook(proxy.endpoints, f)
-            await counter.close(0.1)
+        running = counting_proxy(counter_redis_url=unreachable_redis_url())
+        proxy, counter = running.proxy, running.counter
+        await all_hooks(proxy, flow("/proxied"))
+        # As the writer, this read fails to write.
+        await stays_pending(counter.read(), lambda: counter.problem is not None, "a failed write")
+        f = flow("/metrics")
+        await all_hooks(proxy, f)
+        await counter.close(0.1)
         assert f.response is not None and f.response.status_code == 200
         samples = parse_text(f.response.get_text() or "")
         assert not SHARED & samples.names()
@@ -208,23 +206,21 @@ class TestEndpoint:
         assert samples.value("counting_addon_pending_counts") == 1
 
     async def test_a_script_reload_scrapes_as_before(
-        self, redis_url: str, redis_client: redis.Redis
+        self, counting_proxy: MakeProxy, redis_url: str, redis_client: redis.Redis
     ) -> None:
         """A reload makes new addons; nothing is registered globally, so nothing twice."""
         redis_client.set("counter", 10)
-        first = CountingProxy()
-        with taddons.context(Proxyserver(), first) as tctx:
-            tctx.configure(first.counting, counter_redis_url=redis_url)
-            for proxy in (first, CountingProxy()):
-                if proxy is not first:
-                    await first.counting.done()
-                    tctx.master.addons.remove(first)
-                    tctx.master.addons.add(proxy)
-                    tctx.configure(proxy.counting, counter_redis_url=redis_url)
-                f = flow("/metrics")
-                all_hooks(proxy, f)
-                await request_hook(proxy.endpoints, f)
-                assert f.response is not None and f.response.status_code == 200
-                samples = parse_text(f.response.get_text() or "")
-                assert samples.value("counting_addon_shared_requests_total") == 10
-            await proxy.counting.done()
+        running = counting_proxy()
+        first, tctx = running.proxy, running.tctx
+        for proxy in (first, CountingProxy()):
+            if proxy is not first:
+                await first.counting.done()
+                tctx.master.addons.remove(first)
+                tctx.master.addons.add(proxy)
+                tctx.configure(proxy.counting, counter_redis_url=redis_url)
+            f = flow("/metrics")
+            await all_hooks(proxy, f)
+            assert f.response is not None and f.response.status_code == 200
+            samples = parse_text(f.response.get_text() or "")
+            assert samples.value("counting_addon_shared_requests_total") == 10
+        await proxy.counting.done()

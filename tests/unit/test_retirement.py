@@ -13,17 +13,15 @@ from pathlib import Path
 
 import pytest
 import redis
-from mitmproxy.addons.proxyserver import Proxyserver
-from mitmproxy.test import taddons
 
-from counting_addon import CountingProxy
 from counting_addon.launcher.embedded_redis import EmbeddedRedis
 from counting_addon.process import PROCESS
 from counting_addon.store.counter import RedisCounter, close_all
 from counting_addon.store.lifecycle import Phase
 from counting_addon.store.url import parse
 from counting_addon.traffic.counting import CLOSE_TIMEOUT, RETIRE_BOUND
-from tests.support.processes import free_port, logged, poll, start_redis
+from tests.support.in_process import MakeProxy
+from tests.support.processes import free_port, logged, poll, start_redis, unreachable_redis_url
 
 LOST = "could not be written"
 WRITTEN = "are written"
@@ -49,7 +47,7 @@ async def test_a_retired_counter_writes_its_counts_once_redis_is_back(
 async def test_a_retired_counter_gives_up_after_its_bound_saying_so_once(
     caplog: pytest.LogCaptureFixture,
 ) -> None:
-    counter = RedisCounter(parse(f"redis://127.0.0.1:{free_port()}/0"), "counter")
+    counter = RedisCounter(parse(unreachable_redis_url()), "counter")
     for _ in range(3):
         counter.add()
     counter.retire(0.5)
@@ -83,7 +81,7 @@ async def test_shutdown_cuts_every_retirement_short_and_reports_what_is_lost(
 ) -> None:
     """Counters retired with a bound of minutes, Redis down: shutdown ends within its own
     bound, and each counter reports its lost counts once."""
-    url = f"redis://127.0.0.1:{free_port()}/0"
+    url = unreachable_redis_url()
     counters = [RedisCounter(parse(url), key) for key in ("a", "b", "c")]
     for n, counter in enumerate(counters, start=1):
         for _ in range(n):
@@ -111,29 +109,26 @@ async def test_shutdown_writes_what_retired_counters_have_left(
 
 
 async def test_done_on_reload_returns_at_once_and_the_counts_still_land(
-    tmp_path: Path, caplog: pytest.LogCaptureFixture
+    counting_proxy: MakeProxy, tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
     """A script reload calls done() synchronously and drops what it returns: that must not
     wait on Redis nor warn of a coroutine never awaited, and the old instance's counts must
     reach Redis once it is back."""
     server = start_redis(tmp_path)
-    old = CountingProxy()
-    with taddons.context(Proxyserver(), old) as tctx:
-        tctx.configure(old.counting, counter_redis_url=server.url)
-        counter = old.counting.counter
-        assert counter is not None
-        server.stop()
-        for _ in range(3):
-            counter.add()
-        gc.collect()  # what earlier tests left (an unclosed connection warns when collected)
-        with warnings.catch_warnings(record=True) as caught:
-            warnings.simplefilter("always")
-            result = old.counting.done()
-            assert inspect.isawaitable(result) and not inspect.iscoroutine(result)
-            del result
-            gc.collect()
-        assert not caught, [str(w.message) for w in caught]
-        assert counter.phase is Phase.RETIRED and counter in PROCESS.counters
+    old = counting_proxy(counter_redis_url=server.url)
+    counter = old.counter
+    server.stop()
+    for _ in range(3):
+        counter.add()
+    gc.collect()  # what earlier tests left (an unclosed connection warns when collected)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        result = old.proxy.counting.done()
+        assert inspect.isawaitable(result) and not inspect.iscoroutine(result)
+        del result
+        gc.collect()
+    assert not caught, [str(w.message) for w in caught]
+    assert counter.phase is Phase.RETIRED and counter in PROCESS.counters
     server.start()
     with redis.Redis.from_url(server.url) as client:
         await poll(lambda: client.get("counter") == b"3", 20, "the old instance's counts")
@@ -141,44 +136,40 @@ async def test_done_on_reload_returns_at_once_and_the_counts_still_land(
     server.stop()
 
 
-async def test_an_option_change_with_redis_down_keeps_both_counts(tmp_path: Path) -> None:
+async def test_an_option_change_with_redis_down_keeps_both_counts(
+    counting_proxy: MakeProxy, tmp_path: Path
+) -> None:
     """counter_key changed while Redis is down: configure() does no I/O, the old key's counts
     wait in the retired counter, the new key's in the new one; both land once Redis is back."""
     server = start_redis(tmp_path)
-    proxy = CountingProxy()
-    with taddons.context(Proxyserver(), proxy) as tctx:
-        tctx.configure(proxy.counting, counter_redis_url=server.url)
-        server.stop()
-        first = proxy.counting.counter
-        assert first is not None
-        first.add()
-        tctx.configure(proxy.counting, counter_key="other")
-        second = proxy.counting.counter
-        assert second is not None and second is not first and first.phase is Phase.RETIRED
-        second.add()
-        second.add()
-        server.start()
-        with redis.Redis.from_url(server.url) as client:
-            await poll(
-                lambda: client.mget("counter", "other") == [b"1", b"2"], 20, "both keys' counts"
-            )
-        await proxy.counting.done()
+    running = counting_proxy(counter_redis_url=server.url)
+    server.stop()
+    first = running.counter
+    first.add()
+    running.configure(counter_key="other")
+    second = running.counter
+    assert second is not first and first.phase is Phase.RETIRED
+    second.add()
+    second.add()
+    server.start()
+    with redis.Redis.from_url(server.url) as client:
+        await poll(lambda: client.mget("counter", "other") == [b"1", b"2"], 20, "both keys' counts")
+    await running.proxy.counting.done()
     assert not PROCESS.counters
     server.stop()
 
 
-async def test_shutdown_announces_no_retirement(caplog: pytest.LogCaptureFixture) -> None:
+async def test_shutdown_announces_no_retirement(
+    counting_proxy: MakeProxy, caplog: pytest.LogCaptureFixture
+) -> None:
     """done() retires the counter, then mitmproxy awaits the shutdown at once: the log says
     what was lost, not that counts go on being written in the background."""
     caplog.set_level(logging.INFO)
-    proxy = CountingProxy()
-    with taddons.context(Proxyserver(), proxy) as tctx:
-        tctx.configure(proxy.counting, counter_redis_url=f"redis://127.0.0.1:{free_port()}/0")
-        counter = proxy.counting.counter
-        assert counter is not None
-        counter.add()
-        counter.add()
-        await proxy.counting.done()
+    running = counting_proxy(counter_redis_url=unreachable_redis_url())
+    running.proxy.counting.close_timeout = 0.2  # waited out: the counts can't be written
+    running.counter.add()
+    running.counter.add()
+    await running.proxy.counting.done()
     assert not logged(caplog, "not written yet"), caplog.text
     lost = logged(caplog, LOST)
     assert len(lost) == 1 and lost[0].startswith("2 counts"), caplog.text
