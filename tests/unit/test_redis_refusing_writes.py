@@ -14,6 +14,7 @@ from counting_addon.launcher.embedded_redis import EmbeddedRedis
 from counting_addon.store.counter import RedisCounter
 from counting_addon.store.failures import FailureKind
 from counting_addon.store.url import parse
+from tests.support.in_process import BACKOFF_CAP
 from tests.support.processes import poll, start_redis, wait_for
 
 
@@ -84,7 +85,7 @@ async def test_refused_writes_wait_with_their_reason_and_land_once(
     with redis.Redis.from_url(server.url) as admin:
         admin.set("counter", 10)
         accept = refuse(admin, tmp_path)
-        counter = RedisCounter(parse(server.url), "counter", backoff_cap=0.2)
+        counter = RedisCounter(parse(server.url), "counter", backoff_cap=BACKOFF_CAP)
         for _ in range(3):
             counter.add()
         await poll(lambda: counter.problem is not None, 10, "the refused write")
