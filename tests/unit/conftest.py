@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
 import pytest
@@ -15,12 +15,18 @@ from counting_addon import CountingProxy
 from counting_addon.launcher.embedded_redis import EmbeddedRedis
 from counting_addon.store.counter import RedisCounter
 from counting_addon.store.url import parse
-from tests.support.in_process import BACKOFF_CAP, CLOSE_TIMEOUT, DRAIN_TIMEOUT, InProcessProxy
+from tests.support.in_process import (
+    BACKOFF_CAP,
+    CLOSE_TIMEOUT,
+    DRAIN_TIMEOUT,
+    InProcessProxy,
+    MakeProxy,
+)
 from tests.support.processes import start_redis
 
 
 @pytest.fixture
-def counting_proxy(redis_url: str) -> Iterator[Callable[..., InProcessProxy]]:
+def counting_proxy(redis_url: str) -> Iterator[MakeProxy]:
     """Makes CountingProxy instances under taddons, each configured with the options given
     (counter_redis_url: the shared test Redis unless given), its shutdown's bounds short
     (tests/support/in_process.py). In an async test the proxy runs on the test's event loop;
