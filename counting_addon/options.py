@@ -3,9 +3,10 @@ option, also while mitmproxy loads the script."""
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import Any
 
 from mitmproxy import ctx, exceptions
@@ -14,10 +15,17 @@ logger = logging.getLogger(__name__)
 
 
 def parsed[T](option: str, parse: Callable[[Any], T]) -> T:
-    """The value of `option` as `parse` makes it; a ValueError from `parse` becomes the
-    OptionsError naming the option, which mitmproxy shows and rolls the option back for."""
-    try:
+    """The value of `option` as `parse` makes it (a pure function raising ValueError)."""
+    with blaming(option):
         return parse(getattr(ctx.options, option))
+
+
+@contextlib.contextmanager
+def blaming(option: str) -> Iterator[None]:
+    """A ValueError raised inside becomes the OptionsError naming `option`, which mitmproxy
+    shows and rolls the option back for."""
+    try:
+        yield
     except ValueError as e:
         raise exceptions.OptionsError(f"{option}: {e}") from None
 

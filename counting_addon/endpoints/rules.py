@@ -12,7 +12,7 @@ import logging
 from collections.abc import Awaitable
 from typing import TYPE_CHECKING, Protocol
 
-from mitmproxy import ctx, exceptions, http
+from mitmproxy import ctx, http
 from mitmproxy.addonmanager import Loader
 from mitmproxy.net.http.http1 import expected_http_body_size
 from mitmproxy.proxy.mode_specs import ProxyMode, ReverseMode
@@ -22,7 +22,7 @@ from counting_addon.endpoints.access import AccessControl
 from counting_addon.endpoints.answers import json_response, respond
 from counting_addon.endpoints.metrics import MetricsEndpoint
 from counting_addon.endpoints.status import StatusEndpoint
-from counting_addon.options import parsed, reported_cleanly
+from counting_addon.options import blaming, parsed, reported_cleanly
 from counting_addon.traffic.body_length import unknown_length
 
 if TYPE_CHECKING:
@@ -131,10 +131,8 @@ class Endpoints:
             option = next(
                 o for o in ("counter_metrics_path", "counter_status_path") if o in updated
             )
-            try:
+            with blaming(option):
                 check_paths_differ(status, metrics)
-            except ValueError as e:
-                raise exceptions.OptionsError(f"{option}: {e}") from None
             self.status.path, self.metrics.path = status, metrics
         self.access.configure(updated)
         if {"mode", "connection_strategy"} & updated and self._eager_reverse():

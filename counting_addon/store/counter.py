@@ -97,7 +97,6 @@ class RedisCounter:
         self._last_write = -WRITE_INTERVAL
         self._task: asyncio.Task[None] | None = None
         self._lifetime: asyncio.Timeout | None = None
-        self._left_at_retirement = 0
 
     @property
     def phase(self) -> Phase:
@@ -165,10 +164,9 @@ class RedisCounter:
         loop.call_soon(self._announce_retirement, bound)
 
     def _announce_retirement(self, bound: float) -> None:
-        if self.unwritten and self.phase is Phase.RETIRED:
-            self._left_at_retirement = self.unwritten
+        if self.lifecycle.announce_retirement(self.unwritten):
             logger.info(
-                f"{self._left_at_retirement} counts for key {self.key!r} at "
+                f"{self.lifecycle.left_at_retirement} counts for key {self.key!r} at "
                 f"{self.target.redacted} are not written yet: writing them in the background "
                 f"for up to {bound:.0f} s"
             )
@@ -287,9 +285,9 @@ class RedisCounter:
                 f"{self.target.redacted} and are lost, with {self.ledger.responses_unwritten} "
                 f"responses by class: {self.problem or 'timed out'}"
             )
-        elif self._left_at_retirement:
+        elif self.lifecycle.left_at_retirement:
             logger.info(
-                f"the {self._left_at_retirement} counts left for key {self.key!r} at "
+                f"the {self.lifecycle.left_at_retirement} counts left for key {self.key!r} at "
                 f"{self.target.redacted} are written"
             )
 

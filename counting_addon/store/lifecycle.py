@@ -31,6 +31,8 @@ class Lifecycle:
         self.backoff_cap = backoff_cap
         self.phase = Phase.COUNTING
         self.deadline: float | None = None
+        # The counts left to write when the retirement was announced; 0 if none was.
+        self.left_at_retirement = 0
 
     def retire(self, now: float, bound: float) -> bool:
         """Counting → retired, the writer giving up `bound` s from `now`. False (nothing
@@ -39,6 +41,14 @@ class Lifecycle:
             return False
         self.phase = Phase.RETIRED
         self.deadline = now + bound
+        return True
+
+    def announce_retirement(self, unwritten: int) -> bool:
+        """Whether a retirement with `unwritten` counts left is worth a line: only while
+        retired (a shutdown says what it loses itself), and only with counts left."""
+        if not unwritten or self.phase is not Phase.RETIRED:
+            return False
+        self.left_at_retirement = unwritten
         return True
 
     def shut_down(self, now: float, bound: float) -> None:

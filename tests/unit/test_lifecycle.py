@@ -88,3 +88,22 @@ def test_the_cap_is_the_counters_and_shutdown_retries_soon() -> None:
     shutting.shut_down(0.0, 3.0)
     assert shutting.retry_delay(20, 1.0) == SHUTDOWN_RETRY
     assert shutting.retry_delay(1, 0.0) == pytest.approx(0.05), "never longer than without"
+
+
+@pytest.mark.parametrize(
+    ("phase", "unwritten", "announced"),
+    [
+        (Phase.RETIRED, 3, True),
+        (Phase.RETIRED, 0, False),  # nothing left: nothing to say
+        (Phase.SHUTTING_DOWN, 3, False),  # the shutdown reports what it loses itself
+    ],
+)
+def test_a_retirement_is_announced_only_with_counts_left(
+    phase: Phase, unwritten: int, announced: bool
+) -> None:
+    life = Lifecycle()
+    life.retire(0.0, 600.0)
+    if phase is Phase.SHUTTING_DOWN:
+        life.shut_down(1.0, 3.0)
+    assert life.announce_retirement(unwritten) is announced
+    assert life.left_at_retirement == (unwritten if announced else 0)
