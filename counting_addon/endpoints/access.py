@@ -12,12 +12,12 @@ import logging
 from mitmproxy import connection
 from mitmproxy.addonmanager import Loader
 
+from counting_addon.clients import client_address
 from counting_addon.options import parsed
 
 logger = logging.getLogger(__name__)
 
 Network = ipaddress.IPv4Network | ipaddress.IPv6Network
-Address = ipaddress.IPv4Address | ipaddress.IPv6Address
 
 
 def parse_allow_from(value: str) -> tuple[Network, ...]:
@@ -38,20 +38,6 @@ def parse_allow_from(value: str) -> tuple[Network, ...]:
         except ValueError as e:
             raise ValueError(f"{entry!r} is not an IP address or CIDR network: {e}") from None
     return tuple(networks)
-
-
-def client_address(peername: connection.Address | None) -> Address | None:
-    """The client's IP address; an IPv4-mapped IPv6 one (a dual-stack listener's view of an
-    IPv4 client) as the IPv4 address it is."""
-    if not peername:
-        return None
-    try:
-        address = ipaddress.ip_address(peername[0])
-    except ValueError:
-        return None
-    if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped:
-        return address.ipv4_mapped
-    return address
 
 
 class AccessControl:

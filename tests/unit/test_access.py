@@ -12,7 +12,8 @@ from mitmproxy.flow import Error
 from mitmproxy.test import taddons
 
 from counting_addon import CountingProxy
-from counting_addon.endpoints.access import client_address, parse_allow_from
+from counting_addon.clients import client_address
+from counting_addon.endpoints.access import parse_allow_from
 from tests.support.flows import all_hooks, flow, request_hook
 from tests.support.in_process import MakeProxy
 from tests.support.processes import unreachable_redis_url
