@@ -47,10 +47,11 @@ from pathlib import Path
 
 import redis
 
-from counting_addon.store.batch import APPLY_BATCH, WRITER_KEY_TTL
+from counting_addon.store.batch import APPLY_BATCH, BatchKeys, ScriptCall
 from counting_addon.store.client import RedisClient
 from counting_addon.store.counter import WRITE_INTERVAL
 from counting_addon.store.keys import responses_key, writer_key
+from counting_addon.store.ledger import Batch
 from counting_addon.store.url import parse
 
 # The tests' helpers for Debian's redis-server, one copy of each.
@@ -64,6 +65,7 @@ KEY = "counter"
 # results.md), nearly all 2xx and a few 4xx, so that the script increments two hash fields.
 BATCH_REQUESTS = 70
 BATCH_RESPONSES = (0, 68, 0, 2, 0)
+BATCH = Batch(1, BATCH_REQUESTS, BATCH_RESPONSES)
 WRITES_PER_SECOND = 1 / WRITE_INTERVAL
 PERSISTENCE: dict[str, list[str]] = {
     "none": ["--appendonly", "no"],
@@ -129,14 +131,14 @@ async def _run_job(job: Job) -> Outcome:
     target = parse(f"redis://127.0.0.1:{job.port}/0")
     writers = [RedisClient(target) for _ in range(job.writers)]
     scripts = [w.client.register_script(APPLY_BATCH) for w in writers]
-    keys = [[KEY, writer_key(KEY, uuid.uuid4().hex), responses_key(KEY)] for _ in writers]
+    keys = [BatchKeys.of(KEY, uuid.uuid4().hex) for _ in writers]
     sequence = [0] * job.writers
 
     async def write(i: int) -> None:
         sequence[i] += 1
-        args = [sequence[i], BATCH_REQUESTS, WRITER_KEY_TTL, *BATCH_RESPONSES, 0]
+        call = ScriptCall.of(keys[i], Batch(sequence[i], BATCH_REQUESTS, BATCH_RESPONSES))
         # The product's own call: EVALSHA, no pipeline, no WAIT (counter_redis_replicas=0).
-        await writers[i].run_script(scripts[i], keys[i], args, 0)
+        await writers[i].run_script(scripts[i], call.keys, call.args, 0)
 
     async def set_up(i: int) -> None:
         for _ in range(5):
@@ -361,14 +363,13 @@ def redis_benchmark(
     per call (a random one: redis-benchmark can't count up a sequence), so that every call
     applies a batch; and the probe beside it."""
     sha = admin.script_load(APPLY_BATCH)
-    responses = [str(n) for n in BATCH_RESPONSES]
+    call = ScriptCall.of(BatchKeys.of(KEY, "__rand_int__"), BATCH)
     # A bound in count that outlasts the window below 60k calls/s; past it, its own figure.
     count = int(seconds * 60_000)
     command = [
         str(REDIS_BENCHMARK), "-h", "127.0.0.1", "-p", str(port),
         "-c", "50", "-n", str(count), "-r", "1000000000", "--csv",
-        "EVALSHA", sha, "3", KEY, writer_key(KEY, "__rand_int__"), responses_key(KEY),
-        "1", str(BATCH_REQUESTS), str(WRITER_KEY_TTL), *responses, "0",
+        "EVALSHA", sha, str(len(call.keys)), *call.keys, *map(str, call.args),
     ]  # fmt: skip
     figures, _, probe, process = run(pool, admin, port, 0, 0, None, seconds, command)
     assert process is not None
@@ -418,12 +419,13 @@ def memory(admin: redis.Redis, keys: int = 10_000) -> Memory:
     """MEMORY USAGE of each kind of key; and used_memory before and after `keys` writer keys."""
     admin.flushall()
     sha = admin.script_load(APPLY_BATCH)
-    args = [1, BATCH_REQUESTS, WRITER_KEY_TTL, *BATCH_RESPONSES, 0]
-    admin.evalsha(sha, 3, KEY, writer_key(KEY, uuid.uuid4().hex), responses_key(KEY), *args)
+    call = ScriptCall.of(BatchKeys.of(KEY, uuid.uuid4().hex), BATCH)
+    admin.evalsha(sha, len(call.keys), *call.keys, *call.args)
     base = int(admin.info("memory")["used_memory"])
     with admin.pipeline(transaction=False) as pipe:
         for _ in range(keys):
-            pipe.evalsha(sha, 3, KEY, writer_key(KEY, uuid.uuid4().hex), responses_key(KEY), *args)
+            each = ScriptCall.of(BatchKeys.of(KEY, uuid.uuid4().hex), BATCH)
+            pipe.evalsha(sha, len(each.keys), *each.keys, *each.args)
         pipe.execute()
     grown = int(admin.info("memory")["used_memory"]) - base
     one = next(iter(admin.scan_iter(match=writer_key(KEY, "*"), count=100)))

@@ -7,10 +7,12 @@ to the counter's writer, which does it in order with its batches.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any, TypeVar, cast
 
 from mitmproxy import command
+
+from counting_addon.store.shared import largest_first
 
 if TYPE_CHECKING:
     from counting_addon.store.counter import RedisCounter
@@ -47,6 +49,19 @@ class CounterCommands:
         first write or read brings a value back."""
         latest = self._counter().latest
         return UNKNOWN if latest is None else latest.requests
+
+    @declared("counter.top")
+    def top(self, n: int) -> Sequence[str]:
+        """The n largest series of counter_by, a line each: the count, then each label's
+        value. From the latest values this process has seen (a /status or /metrics read, or
+        counter.flush), without waiting on Redis; none without counter_by or before any."""
+        counter = self._counter()
+        labels = counter.series.labels
+        largest = largest_first(counter.latest_series or {})[: max(n, 0)]
+        return [
+            "  ".join([str(count), *(f"{k}={v}" for k, v in zip(labels, values, strict=True))])
+            for values, count in largest
+        ]
 
     @declared("counter.reset")
     def reset(self) -> None:

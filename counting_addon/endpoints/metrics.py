@@ -10,6 +10,7 @@ from prometheus_client.exposition import choose_encoder
 from counting_addon.endpoints import scrape
 from counting_addon.endpoints.answers import READ_TIMEOUT, read_shared
 from counting_addon.process import PROCESS
+from counting_addon.series.labels import metric_label
 from counting_addon.store.shared import Shared
 
 if TYPE_CHECKING:
@@ -37,7 +38,8 @@ class MetricsEndpoint:
         if counter.problem is None:
             read = await read_shared(counter, self.read_timeout)
             shared = read if isinstance(read, Shared) else None
-        figures = scrape.registry(PROCESS.stats, counter.unwritten, shared)
+        labels = tuple(map(metric_label, counter.series.labels))
+        figures = scrape.registry(PROCESS.stats, counter.unwritten, shared, labels)
         encode, content_type = choose_encoder(flow.request.headers.get("accept", ""))
         return http.Response.make(
             200, encode(figures), {"Content-Type": content_type, "Cache-Control": "no-store"}

@@ -44,10 +44,18 @@ class CountingCollector(Collector):
     shown stale or as 0, and redis_up is 0.
     """
 
-    def __init__(self, stats: ProcessStats, pending: int, shared: Shared | None) -> None:
+    def __init__(
+        self,
+        stats: ProcessStats,
+        pending: int,
+        shared: Shared | None,
+        labels: tuple[str, ...] = (),
+    ) -> None:
         self.stats = stats
         self.pending = pending
         self.shared = shared
+        # The series' label names, as Prometheus takes them (header_x_client_id).
+        self.labels = labels
 
     def collect(self) -> Iterator[Metric]:
         if self.shared is not None:
@@ -63,6 +71,16 @@ class CountingCollector(Collector):
                 "Every instance reports them: take the max, never the sum.",
                 self.shared.responses,
             )
+            if self.shared.series is not None:
+                by = CounterMetricFamily(
+                    PREFIX + "shared_requests_by",
+                    "Requests counted in Redis by every proxy sharing the key, by the labels of "
+                    "counter_by; they sum to shared_requests. Take the max across instances.",
+                    labels=list(self.labels),
+                )
+                for values, count in self.shared.series.items():
+                    by.add_metric(list(values), count)
+                yield by
         stats = self.stats
         yield CounterMetricFamily(
             PREFIX + "requests", "Requests this process proxied.", value=stats.requests
@@ -99,10 +117,12 @@ class CountingCollector(Collector):
         )
 
 
-def registry(stats: ProcessStats, pending: int, shared: Shared | None) -> CollectorRegistry:
+def registry(
+    stats: ProcessStats, pending: int, shared: Shared | None, labels: tuple[str, ...] = ()
+) -> CollectorRegistry:
     """A registry for one scrape, with this process's CPU, memory and descriptors: built anew
     each time (a few objects), so nothing carries over between scrapes or script reloads."""
     scrape = CollectorRegistry()
     scrape.register(PROCESS.metrics)
-    scrape.register(CountingCollector(stats, pending, shared))
+    scrape.register(CountingCollector(stats, pending, shared, labels))
     return scrape

@@ -8,15 +8,26 @@ from mitmproxy import http
 
 from counting_addon.endpoints.answers import READ_TIMEOUT, json_response, read_shared
 from counting_addon.process import PROCESS
-from counting_addon.store.shared import Shared
+from counting_addon.store.ledger import Values
+from counting_addon.store.shared import Shared, largest_first
 
 if TYPE_CHECKING:
     from counting_addon.traffic.counting import CountRequests
 
 
+def by_series(labels: tuple[str, ...], series: dict[Values, int]) -> list[dict[str, object]]:
+    """/status's "by": one object per series, its labels then its count, the largest first
+    (then by labels)."""
+    return [
+        {**dict(zip(labels, values, strict=True)), "count": n}
+        for values, n in largest_first(series)
+    ]
+
+
 class StatusEndpoint:
     """Answers GET on the status path (counter_status_path, rules.py) with the shared count
-    and this process's uptime; 503 with the reason while Redis can't say."""
+    and this process's uptime, and the series when counted by labels; 503 with the reason
+    while Redis can't say."""
 
     name = "status"
 
@@ -30,7 +41,10 @@ class StatusEndpoint:
         assert counter, "configure() runs before any flow"
         shared = await read_shared(counter, self.read_timeout)
         if isinstance(shared, Shared):
-            return json_response(200, {"counter": shared.requests, "uptime": PROCESS.uptime()})
+            body: dict[str, object] = {"counter": shared.requests, "uptime": PROCESS.uptime()}
+            if shared.series is not None:
+                body["by"] = by_series(counter.series.labels, shared.series)
+            return json_response(200, body)
         return json_response(
             503, {"error": str(shared), "uptime": PROCESS.uptime(), "pending": counter.unwritten}
         )

@@ -50,8 +50,12 @@ class Label:
 
     @property
     def metric_label(self) -> str:
-        """Its Prometheus label name: `header:X-Client-Id` is `header_x_client_id`."""
-        return re.sub(r"[^a-z0-9]", "_", str(self).lower())
+        return metric_label(str(self))
+
+
+def metric_label(label: str) -> str:
+    """A label's Prometheus label name: `header:X-Client-Id` is `header_x_client_id`."""
+    return re.sub(r"[^a-z0-9]", "_", label.lower())
 
 
 def parse_label(text: str) -> Label:
@@ -68,6 +72,18 @@ def parse_label(text: str) -> Label:
     if text in (LabelKind.ROUTE.value, LabelKind.METHOD.value, LabelKind.CLIENT.value):
         return Label(LabelKind(text))
     raise ValueError(f"{text!r} is not a label: route, method, client or header:NAME")
+
+
+def parse_max_series(value: int) -> int:
+    if value < 1:
+        raise ValueError(f"{value} must be 1 or more")
+    return value
+
+
+def check_routes_for(labels: tuple[Label, ...], routes: Routes) -> None:
+    """The route label needs templates to match."""
+    if Label(LabelKind.ROUTE) in labels and not routes.templates:
+        raise ValueError("the route label needs counter_routes: the path templates to match")
 
 
 def parse_by(value: str) -> tuple[Label, ...]:
@@ -103,6 +119,7 @@ class Labeller:
 
     def __init__(self, labels: tuple[Label, ...], routes: Routes) -> None:
         self.labels = labels
+        self.templates = routes.templates
         self._values = tuple(self._value_of(label, routes) for label in labels)
 
     @staticmethod

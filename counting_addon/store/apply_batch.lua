@@ -1,26 +1,56 @@
 -- Applies one batch of counts (batch.py's ScriptCall builds KEYS and ARGV, in this order):
 --   KEYS[1] the counter   KEYS[2] the writer's key   KEYS[3] the hash of responses by class
+--   KEYS[4] the hash of requests by series for counter_by's list   KEYS[5] the set of such hashes
 --   ARGV[1] the batch's sequence number   ARGV[2] requests   ARGV[3] the writer key's lifetime (s)
---   ARGV[4..8] responses by class, 1xx first   ARGV[9] '1' for a reset (counter 0, hash emptied)
+--   ARGV[4..8] responses by class, 1xx first   ARGV[9] '1' for a reset (every count to 0)
+--   ARGV[10] the most series kept (counter_max_series)   ARGV[11] the overflow series' field
+--   ARGV[12] '1' to return the series too   ARGV[13..] series: field, requests, field, ...
 -- Only if the sequence number is new for this writer: resending a batch whose reply was lost
 -- cannot count it twice. Whatever can fail is tried before the first write: a script failing
 -- halfway keeps what it wrote, which the batch's resend would then write again. The writer's
 -- key expires: dead processes leave nothing behind. Returns the counter's value and the five
--- classes' (nil for none), which saves readers a round trip: as strings, since a Lua number is
--- a double and INCRBY's reply would lose digits past 2^53.
-local counter, writer, responses = KEYS[1], KEYS[2], KEYS[3]
+-- classes' (nil for none), then the series hash if asked, which saves readers a round trip: as
+-- strings, since a Lua number is a double and INCRBY's reply would lose digits past 2^53.
+local counter, writer, responses, by, lists = KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5]
 local seq, requests, writer_ttl, reset = ARGV[1], ARGV[2], ARGV[3], ARGV[9] == '1'
+local max_series, other = tonumber(ARGV[10]), ARGV[11]
 local classes = {'1xx', '2xx', '3xx', '4xx', '5xx'}
 local amounts = {ARGV[4], ARGV[5], ARGV[6], ARGV[7], ARGV[8]}
+local fields, added = {}, {}
+for i = 13, #ARGV, 2 do
+  table.insert(fields, ARGV[i])
+  table.insert(added, ARGV[i + 1])
+end
+local function integers(values, what)
+  for i = 1, #values do
+    if values[i] and not string.match(values[i], '^%-?%d+$') then
+      return redis.error_reply('ERR ' .. what .. ' value is not an integer')
+    end
+  end
+end
 if tonumber(seq) > tonumber(redis.call('GET', writer) or '0') then
   if reset then
     redis.call('SET', counter, '0')
     redis.call('DEL', responses)
+    -- Every series list ever written beside the counter: they share its hash tag, and so
+    -- its Cluster slot.
+    for _, hash in ipairs(redis.call('SMEMBERS', lists)) do
+      redis.call('DEL', hash)
+    end
+    redis.call('DEL', lists)
   end
   local held = redis.call('HMGET', responses, unpack(classes))
   for i = 1, 5 do
     if amounts[i] ~= '0' and held[i] and not string.match(held[i], '^%-?%d+$') then
       return redis.error_reply('ERR hash value is not an integer (' .. classes[i] .. ')')
+    end
+  end
+  local series_held = {}
+  if #fields > 0 then
+    series_held = redis.call('HMGET', by, other, unpack(fields))
+    local refused = integers(series_held, 'series')
+    if refused then
+      return refused
     end
   end
   if requests ~= '0' then
@@ -29,6 +59,21 @@ if tonumber(seq) > tonumber(redis.call('GET', writer) or '0') then
   for i = 1, 5 do
     if amounts[i] ~= '0' then
       redis.call('HINCRBY', responses, classes[i], amounts[i])
+    end
+  end
+  if #fields > 0 then
+    redis.call('SADD', lists, by)
+    -- The cap is on the series kept: the overflow series is not one of them.
+    local kept = redis.call('HLEN', by) - (series_held[1] and 1 or 0)
+    for i = 1, #fields do
+      if series_held[i + 1] then
+        redis.call('HINCRBY', by, fields[i], added[i])
+      elseif kept < max_series then
+        redis.call('HINCRBY', by, fields[i], added[i])
+        kept = kept + 1
+      else
+        redis.call('HINCRBY', by, other, added[i])
+      end
     end
   end
   redis.call('SET', writer, seq, 'EX', writer_ttl)
@@ -40,4 +85,9 @@ else
 end
 local values = redis.call('HMGET', responses, unpack(classes))
 table.insert(values, 1, redis.call('GET', counter))
+if ARGV[12] == '1' then
+  for _, item in ipairs(redis.call('HGETALL', by)) do
+    table.insert(values, item)
+  end
+end
 return values

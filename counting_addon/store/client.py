@@ -10,6 +10,7 @@ connection.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 
 import redis.asyncio
@@ -21,7 +22,6 @@ from redis.backoff import NoBackoff
 from redis.commands.core import AsyncScript
 from redis.exceptions import NoScriptError
 
-from counting_addon.code_class import CodeClass
 from counting_addon.store.failures import TooFewReplicas
 from counting_addon.store.url import RedisTarget, Topology
 
@@ -69,7 +69,7 @@ class RedisClient:
             self.client = self._sentinel.master_for(target.master_name, **options)
 
     async def run_script(
-        self, script: AsyncScript, keys: list[str], args: list[int], replicas: int
+        self, script: AsyncScript, keys: list[str], args: Sequence[int | str], replicas: int
     ) -> Any:
         """`script`'s reply; with `replicas`, only once WAIT confirms that many replicas have
         what it wrote (TooFewReplicas if not, within `wait_timeout`).
@@ -87,7 +87,7 @@ class RedisClient:
             return await self._script_and_wait(("EVAL", script.script), keys, args, replicas)
 
     async def _script_and_wait(
-        self, call: tuple[str, Any], keys: list[str], args: list[int], replicas: int
+        self, call: tuple[str, Any], keys: list[str], args: Sequence[int | str], replicas: int
     ) -> Any:
         command = (*call, len(keys), *keys, *args)
         wait = ("WAIT", replicas, int(self.wait_timeout * 1000))
@@ -132,13 +132,11 @@ class RedisClient:
         await self.client.initialize()
         return self.client.get_node_from_key(key)
 
-    async def read(self, counter: str, responses: str) -> list[Any]:
-        """The counter's value, then the five classes' (1xx first), in one round trip."""
-        async with self.client.pipeline(transaction=False) as pipe:
-            pipe.get(counter)
-            pipe.hmget(responses, [c.value for c in CodeClass])
-            value, classes = await pipe.execute()
-        return [value, *classes]
+    async def read(self, script: AsyncScript, keys: list[str]) -> list[Any]:
+        """The read script's reply (batch.py's READ_COUNTS): every count from one moment, in
+        one round trip."""
+        values: list[Any] = await script(keys, [])
+        return values
 
     async def eviction_policy(self, key: str) -> str | None:
         """Redis's maxmemory-policy on the node holding `key`; None where CONFIG GET is

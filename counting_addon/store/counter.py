@@ -16,14 +16,14 @@ import uuid
 
 from counting_addon.code_class import CodeClass
 from counting_addon.process import PROCESS
-from counting_addon.store.batch import APPLY_BATCH, BatchKeys, ScriptCall
+from counting_addon.store.batch import APPLY_BATCH, READ_COUNTS, BatchKeys, ScriptCall
 from counting_addon.store.client import CONNECT_TIMEOUT, WAIT_TIMEOUT, RedisClient
 from counting_addon.store.eviction import eviction_warning
 from counting_addon.store.failures import Failure, classify, not_an_integer
 from counting_addon.store.health import Health
-from counting_addon.store.ledger import Ledger
+from counting_addon.store.ledger import Ledger, Values
 from counting_addon.store.lifecycle import BACKOFF_CAP, Lifecycle, Phase
-from counting_addon.store.shared import Shared, parse_shared
+from counting_addon.store.shared import NO_SERIES, SeriesSpec, Shared, parse_shared
 from counting_addon.store.url import RedisTarget
 
 logger = logging.getLogger(__name__)
@@ -59,8 +59,9 @@ class RedisCounter:
 
     It counts requests (`add`) and responses by class (`add_response`), which go to Redis in
     the same batches, and keeps the shared values the latest write or read brought back
-    (`latest`). `backoff_cap` and `wait_timeout` bound the waits after a failed write and for
-    replicas (tests shorten them).
+    (`latest`). With a `series` spec, requests also count by their label values, in the same
+    batches (the series sum to the requests counted since a reset). `backoff_cap` and
+    `wait_timeout` bound the waits after a failed write and for replicas (tests shorten them).
     """
 
     def __init__(
@@ -68,6 +69,7 @@ class RedisCounter:
         target: RedisTarget,
         key: str,
         replicas: int = 0,
+        series: SeriesSpec = NO_SERIES,
         *,
         backoff_cap: float = BACKOFF_CAP,
         wait_timeout: float = WAIT_TIMEOUT,
@@ -77,14 +79,21 @@ class RedisCounter:
         # A batch is acknowledged once this many replicas have it (WAIT); 0: once the primary
         # has it. Changed in place by an option change.
         self.replicas = replicas
+        self.series = series
         self.ledger = Ledger()
         self.lifecycle = Lifecycle(backoff_cap)
         self.health = Health()
-        self.keys = BatchKeys.of(key, uuid.uuid4().hex)
+        self.keys = BatchKeys.of(key, uuid.uuid4().hex, series)
         # The shared values the latest write (or read) brought back; None before any.
         self.latest: Shared | None = None
+        # The series the latest read (or flush) brought back, which the background writes,
+        # ten a second, don't ask for; None before any.
+        self.latest_series: dict[Values, int] | None = None
+        # A flush asked for the series back with its write.
+        self._series_asked = False
         self.redis = RedisClient(target, wait_timeout)
         self._apply = self.redis.client.register_script(APPLY_BATCH)
+        self._read = self.redis.client.register_script(READ_COUNTS)
         # Set when there is something to write, or the phase changed.
         self._wake = asyncio.Event()
         # Set when a write must not wait out WRITE_INTERVAL (a reader, a flush, shutdown).
@@ -115,8 +124,9 @@ class RedisCounter:
         """Counts not yet acknowledged by Redis."""
         return self.ledger.unwritten
 
-    def add(self) -> None:
-        self.ledger.add()
+    def add(self, values: Values | None = None) -> None:
+        """One request, in the series of its label `values` when counted by labels."""
+        self.ledger.add(series=values)
         self._start()
         self._wake.set()
 
@@ -127,7 +137,9 @@ class RedisCounter:
         self._wake.set()
 
     def flush(self) -> None:
-        """Have the writer write what is pending now, without waiting out WRITE_INTERVAL."""
+        """Have the writer write what is pending now, without waiting out WRITE_INTERVAL, and
+        bring the series back (`latest_series`)."""
+        self._series_asked = bool(self.series.labels)
         self._hurry.set()
         self._start()
         self._wake.set()
@@ -202,21 +214,24 @@ class RedisCounter:
         when the write that took our counts brought the values back, else one pipelined
         GET + HMGET. Waits as long as Redis is away: callers bound it with a timeout.
         """
-        if await self._write_through() and self.latest is not None:
-            return self.latest
+        series = bool(self.series.labels)
+        latest = self.latest if await self._write_through(series) else None
+        if latest is not None and (latest.series is not None or not series):
+            return latest
         try:
-            values = await self.redis.read(self.keys.counter, self.keys.responses)
+            values = await self.redis.read(self._read, self.keys.read(series))
         except Exception as e:  # whatever it is, the endpoints answer rather than fail
             raise self._unavailable(self._classify(e)) from None
-        shared = parse_shared(values)
+        shared = parse_shared(values, series)
         if shared is None:
             raise self._unavailable(not_an_integer(self.key))
         self.health.answered()
-        self.latest = shared
+        self._keep(shared)
         return shared
 
-    async def _write_through(self) -> bool:
-        """Wait until every count and reset made so far is written; whether a write was needed."""
+    async def _write_through(self, series: bool) -> bool:
+        """Wait until every count and reset made so far is written; whether a write was needed.
+        A write made here brings the series back too, with `series`."""
         mark = self.ledger.mark()
         if self.ledger.written_through(mark):
             return False
@@ -225,7 +240,7 @@ class RedisCounter:
                 # Writing here rather than waking the writer saves /status two trips
                 # through a busy event loop. Should it fail, the writer takes over.
                 with contextlib.suppress(Exception):
-                    await self._write_batch()
+                    await self._write_batch(with_series=series)
             else:
                 self._hurry.set()
                 await self._progress.wait()
@@ -266,7 +281,7 @@ class RedisCounter:
                 continue
             await self._gather_counts()
             try:
-                await self._write_batch()
+                await self._write_batch(with_series=self._series_asked)
             except Exception:  # whatever it is, the counts must not stop being written
                 failures += 1
                 await self._back_off(failures)
@@ -291,14 +306,15 @@ class RedisCounter:
                 f"{self.target.redacted} are written"
             )
 
-    async def _write_batch(self) -> None:
-        """Write the batch due, if any; one writer at a time, the background task or a reader."""
+    async def _write_batch(self, with_series: bool = False) -> None:
+        """Write the batch due, if any; one writer at a time, the background task or a reader
+        (who may ask for the series back, `with_series`)."""
         async with self._writing:
             batch = self.ledger.next_batch()
             if batch is None:  # a reader wrote it while the writer waited
                 return
             self._last_write = time.monotonic()
-            call = ScriptCall.of(self.keys, batch)
+            call = ScriptCall.of(self.keys, batch, self.series, with_series)
             try:
                 values = await self.redis.run_script(
                     self._apply, call.keys, call.args, self.replicas
@@ -317,11 +333,20 @@ class RedisCounter:
                     f"the counts under key {self.key!r} at {self.target.redacted} are reset to 0"
                 )
             # A value that is not an integer leaves readers to report it.
-            self.latest = parse_shared(values)
+            self._keep(parse_shared(values, with_series))
+            if with_series:
+                self._series_asked = False
             if self.health.wrote():
                 logger.info(f"Redis is back to accepting counts ({self.target.redacted})")
             self._progress.set()
             self._progress = asyncio.Event()
+
+    def _keep(self, shared: Shared | None) -> None:
+        """The values a write or a read brought back (None: one is not an integer, which
+        readers report)."""
+        self.latest = shared
+        if shared is not None and shared.series is not None:
+            self.latest_series = shared.series
 
     async def _gather_counts(self) -> None:
         """Wait out the rest of WRITE_INTERVAL since the last write, unless a reader hurries."""

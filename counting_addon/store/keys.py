@@ -46,3 +46,14 @@ def responses_key(key: str) -> str:
 def writer_key(key: str, writer: str) -> str:
     """The last batch number applied for one writer (one counter in one process)."""
     return f"{_prefix(key)}:writer:{writer}"
+
+
+def series_key(key: str, labels: str) -> str:
+    """The hash of requests by series for one counter_by list (`route,method`, say), fields the
+    label values as a JSON array, beside counter `key`: lists of other labels never mix."""
+    return f"{_prefix(key)}:by:{labels}"
+
+
+def series_lists_key(key: str) -> str:
+    """The set of the series hashes written beside counter `key`, which a reset deletes."""
+    return f"{_prefix(key)}:by"

@@ -9,17 +9,21 @@ from counting_addon.code_class import CodeClass, no_responses
 # A batch's responses by class, in CodeClass's order (1xx first).
 Responses = tuple[int, ...]
 NO_RESPONSES: Responses = (0,) * len(CodeClass)
+# A request's label values (series/labels.py), in counter_by's order.
+Values = tuple[str, ...]
 
 
 @dataclass(frozen=True, slots=True)
 class Batch:
     """One write to Redis, numbered `seq` so that a resend can be recognised: `requests`
-    counts and `responses` by class, or (`reset`) the shared counts set back to 0."""
+    counts, `responses` by class and requests by `series` (label values, count), or
+    (`reset`) the shared counts set back to 0."""
 
     seq: int
     requests: int
     responses: Responses = NO_RESPONSES
     reset: bool = False
+    series: tuple[tuple[Values, int], ...] = ()
 
 
 class Ledger:
@@ -36,6 +40,7 @@ class Ledger:
     def __init__(self) -> None:
         self.pending = 0
         self.pending_responses = no_responses()
+        self.pending_series: dict[Values, int] = {}
         self.in_flight: Batch | None = None
         self.reset_due = False
         # Requests, then responses: counted here, acknowledged by Redis, dropped by a reset.
@@ -49,9 +54,12 @@ class Ledger:
         self.resets_acknowledged = 0
         self._last_seq = 0
 
-    def add(self, amount: int = 1) -> None:
+    def add(self, amount: int = 1, series: Values | None = None) -> None:
+        """`amount` requests, in `series` when they are counted by labels."""
         self.pending += amount
         self.counted += amount
+        if series is not None:
+            self.pending_series[series] = self.pending_series.get(series, 0) + amount
 
     def add_response(self, code_class: CodeClass) -> None:
         self.pending_responses[code_class] += 1
@@ -62,6 +70,7 @@ class Ledger:
         self.responses_dropped += sum(self.pending_responses.values())
         self.pending = 0
         self.pending_responses = no_responses()
+        self.pending_series = {}
         if not self.reset_due:  # resets asked for before the writer gets to them are one
             self.reset_due = True
             self.resets += 1
@@ -77,9 +86,11 @@ class Ledger:
             elif self.pending or self.responses_unwritten:
                 self._last_seq += 1
                 responses = tuple(self.pending_responses.values())
-                self.in_flight = Batch(self._last_seq, self.pending, responses)
+                series = tuple(self.pending_series.items())
+                self.in_flight = Batch(self._last_seq, self.pending, responses, series=series)
                 self.pending = 0
                 self.pending_responses = no_responses()
+                self.pending_series = {}
         return self.in_flight
 
     def ack(self, batch: Batch) -> None:

@@ -5,23 +5,28 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Generator
+from collections.abc import Generator, Sequence
 from typing import Any
 
 from mitmproxy import http
 from mitmproxy.addonmanager import Loader
 
 from counting_addon.code_class import CodeClass, code_class
-from counting_addon.options import parsed, reported_cleanly
+from counting_addon.options import blaming, parsed, reported_cleanly
 from counting_addon.process import PROCESS
+from counting_addon.series.labels import Labeller, check_routes_for, parse_by, parse_max_series
+from counting_addon.series.routes import Routes
 from counting_addon.store.counter import RedisCounter, close_all
 from counting_addon.store.keys import parse_key
+from counting_addon.store.shared import SeriesSpec
 from counting_addon.store.url import DEFAULT_URL, default_url, parse
 from counting_addon.traffic import received
 from counting_addon.traffic.in_flight import InFlight
 
 logger = logging.getLogger(__name__)
 
+# The options a new counter is made for (the others change the running one in place).
+COUNTER_OPTIONS = {"counter_redis_url", "counter_key", "counter_by", "counter_max_series"}
 # Shutdown waits this long for the requests in flight to end (in_flight.py), then this long
 # for the last counts to reach Redis.
 DRAIN_TIMEOUT = 2.0
@@ -87,6 +92,8 @@ class CountRequests:
         self, drain_timeout: float = DRAIN_TIMEOUT, close_timeout: float = CLOSE_TIMEOUT
     ) -> None:
         self.counter: RedisCounter | None = None
+        # A request's label values, when counted by labels (counter_by); None otherwise.
+        self.labeller: Labeller | None = None
         self.in_flight = InFlight()
         self.drain_timeout = drain_timeout
         self.close_timeout = close_timeout
@@ -121,20 +128,72 @@ class CountRequests:
             "(Redis's WAIT), so that a failover loses none; until then the same batch is "
             "resent. 0: once the primary has them.",
         )
+        loader.add_option(
+            "counter_by",
+            str,
+            "",
+            "Also count requests by these labels, comma-separated: route (the first "
+            "counter_routes template matching the path), method, client (the client's IP "
+            "address), header:NAME (that request header's value). Shared and exact like the "
+            "total, shown in /status and /metrics. Empty: no breakdown.",
+        )
+        loader.add_option(
+            "counter_routes",
+            Sequence[str],
+            [],
+            "Path templates for the route label, tried in order: {name} matches one path "
+            "segment, a final /* the prefix and anything below it, the rest literally "
+            "(/users/{id}, /static/*). Unmatched paths count as (unmatched).",
+        )
+        loader.add_option(
+            "counter_max_series",
+            int,
+            1000,
+            "The most label combinations counted by counter_by, across all proxies sharing "
+            "the counter; requests of a new combination past it count in one series whose "
+            "every label is (other).",
+        )
 
     @reported_cleanly
     def configure(self, updated: set[str]) -> None:
         replicas = parsed("counter_redis_replicas", parse_replicas)
         if "counter_redis_replicas" in updated and self.counter is not None:
             self.counter.replicas = replicas
-        if not {"counter_redis_url", "counter_key"} & updated:
-            return
-        target = parsed("counter_redis_url", parse)
-        key = parsed("counter_key", parse_key)
-        if self.counter is not None:
-            self.counter.retire(RETIRE_BOUND)
-        self.counter = RedisCounter(target, key, replicas)
-        logger.info(f"counting requests in Redis at {target.redacted}, key {key!r}")
+        labeller = self.labeller
+        if {"counter_by", "counter_routes"} & updated:
+            routes = parsed("counter_routes", Routes)
+            labels = parsed("counter_by", parse_by)
+            with blaming("counter_by"):
+                check_routes_for(labels, routes)
+            if not labels:
+                labeller = None
+            elif labeller is None or (labeller.labels, labeller.templates) != (
+                labels,
+                routes.templates,
+            ):
+                labeller = Labeller(labels, routes)
+        if COUNTER_OPTIONS & updated:
+            target = parsed("counter_redis_url", parse)
+            key = parsed("counter_key", parse_key)
+            max_series = parsed("counter_max_series", parse_max_series)
+            series = SeriesSpec()
+            if labeller is not None:
+                series = SeriesSpec(tuple(map(str, labeller.labels)), max_series)
+            # Every value checked: from here on nothing fails. The same values again (an
+            # option rolled back, a script reload) keep the counter.
+            current = self.counter
+            if current is None or (current.target.url, current.key, current.series) != (
+                target.url,
+                key,
+                series,
+            ):
+                if current is not None:
+                    current.retire(RETIRE_BOUND)
+                self.counter = RedisCounter(target, key, replicas, series)
+                by = f", by {series.name} (at most {series.max_series})" if series.labels else ""
+                logger.info(f"counting requests in Redis at {target.redacted}, key {key!r}{by}")
+        # Changing the templates alone changes where new requests go, not the counter.
+        self.labeller = labeller
 
     def refused(self, flow: http.HTTPFlow) -> None:
         """A flow mitmproxy refused before the requestheaders hook: never proxied."""
@@ -149,7 +208,8 @@ class CountRequests:
             flow.kill()
             return
         assert self.counter, "configure() runs before any flow"
-        self.counter.add()
+        labeller = self.labeller
+        self.counter.add(None if labeller is None else labeller.values(flow))
         PROCESS.stats.requests += 1
         self.in_flight.started(flow.id)
 

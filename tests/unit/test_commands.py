@@ -22,7 +22,7 @@ async def test_the_commands_are_declared_with_help() -> None:
     proxy = CountingProxy()
     with taddons.context(Proxyserver(), proxy) as tctx:
         commands = tctx.master.commands.commands
-        assert {"counter.get", "counter.reset", "counter.flush"} <= set(commands)
+        assert {"counter.get", "counter.reset", "counter.flush", "counter.top"} <= set(commands)
         assert commands["counter.get"].return_type is int
         assert "never waits on Redis" in commands["counter.get"].help
         assert commands["counter.reset"].help.startswith("DESTRUCTIVE")
@@ -94,3 +94,26 @@ async def test_flush_writes_the_pending_counts_now(
     )
     assert redis_client.get("counter") == b"2"
     await running.proxy.counting.done()
+
+
+async def test_top_lists_the_largest_series_a_flush_brought_back(
+    counting_proxy: MakeProxy,
+) -> None:
+    running = counting_proxy(counter_by="method,header:X-Client-Id")
+    call = running.tctx.master.commands.call
+    assert call("counter.top", 5) == []  # nothing read yet: and never a wait on Redis
+    for values in [("GET", "acme")] * 3 + [("POST", "(none)")] + [("GET", "beta")] * 2:
+        running.counter.add(values)
+    call("counter.flush")
+    await poll(lambda: len(call("counter.top", 5)) == 3, 10, "the series back from a flush")
+    assert call("counter.top", 2) == [
+        "3  method=GET  header:X-Client-Id=acme",
+        "2  method=GET  header:X-Client-Id=beta",
+    ]
+    assert call("counter.top", 0) == []
+    await running.proxy.counting.done()
+
+
+def test_top_without_counter_by_lists_nothing(counting_proxy: MakeProxy) -> None:
+    running = counting_proxy()
+    assert running.tctx.master.commands.call("counter.top", 3) == []

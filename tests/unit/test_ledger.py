@@ -146,3 +146,28 @@ def test_idle_only_once_every_count_and_reset_is_written() -> None:
     assert batch is not None and not ledger.idle
     ledger.ack(batch)
     assert ledger.idle
+
+
+def test_series_gather_into_the_batch_beside_the_requests() -> None:
+    ledger = Ledger()
+    for values in [("/a", "GET"), ("/b", "GET"), ("/a", "GET")]:
+        ledger.add(series=values)
+    ledger.add()  # a request counted without labels (before counter_by was set)
+    batch = ledger.next_batch()
+    assert batch is not None and batch.requests == 4
+    assert dict(batch.series) == {("/a", "GET"): 2, ("/b", "GET"): 1}
+    ledger.add(series=("/a", "GET"))
+    assert ledger.next_batch() == batch, "resent unchanged"
+    ledger.ack(batch)
+    assert dict(ledger.next_batch().series) == {("/a", "GET"): 1}  # type: ignore[union-attr]
+
+
+def test_a_reset_drops_the_pending_series_with_the_counts() -> None:
+    ledger = Ledger()
+    ledger.add(series=("/a",))
+    ledger.request_reset()
+    ledger.add(series=("/b",))
+    reset = ledger.next_batch()
+    assert reset is not None and reset.reset and reset.series == ()
+    ledger.ack(reset)
+    assert ledger.next_batch() == Batch(seq=2, requests=1, series=((("/b",), 1),))

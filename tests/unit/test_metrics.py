@@ -91,6 +91,22 @@ def test_exposition_names_and_values(parse: Callable[[str], Samples]) -> None:
     assert samples.value("process_resident_memory_bytes") > 0
 
 
+@pytest.mark.parametrize("parse", [parse_text, parse_openmetrics], ids=["text", "openmetrics"])
+def test_the_series_are_one_family_with_a_label_per_configured_label(
+    parse: Callable[[str], Samples],
+) -> None:
+    series: dict[tuple[str, ...], int] = {("/users/{id}", "acme"): 1200, ("(other)", "(other)"): 34}
+    shared = Shared(1234, SHARED_COUNTS.responses, series)
+    encode = generate_latest if parse is parse_text else generate_openmetrics
+    labels = ("route", "header_x_client_id")
+    samples = parse(encode(registry(stats(), 0, shared, labels)).decode())
+    by = "counting_addon_shared_requests_by_total"
+    assert samples.value(by, {"route": "/users/{id}", "header_x_client_id": "acme"}) == 1200
+    assert samples.value(by, {"route": "(other)", "header_x_client_id": "(other)"}) == 34
+    without = parse(encode(registry(stats(), 0, SHARED_COUNTS)).decode())
+    assert by not in without.names()
+
+
 def test_without_redis_the_shared_counts_are_left_out() -> None:
     samples = parse_text(generate_latest(registry(stats(), 4, None)).decode())
     assert {n for n in samples.names() if n.startswith("counting_addon_")} == OWN

@@ -58,10 +58,12 @@ async def test_counts_made_at_once_go_in_one_write(
 
 WRITER = "{counter}:writer:test"
 RESPONSES = "{counter}:responses"
-KEYS = ["counter", WRITER, RESPONSES]
+# The counter, the writer's key, the classes, the series of the (empty) counter_by list, the
+# set of series lists.
+KEYS = ["counter", WRITER, RESPONSES, "{counter}:by:", "{counter}:by"]
 
 
-def batch_args(seq: int, requests: int, *responses: int, reset: bool = False) -> list[int]:
+def batch_args(seq: int, requests: int, *responses: int, reset: bool = False) -> list[int | str]:
     """The script's ARGV for a batch (batch.py lays it out): its sequence number and counts
     (the five classes 1xx first, missing ones 0), the reset flag, and a writer key living
     60 s."""
@@ -85,8 +87,8 @@ def test_the_write_script_applies_each_sequence_number_once(redis_client: redis.
 
 def test_writers_are_independent(redis_client: redis.Redis) -> None:
     apply = redis_client.register_script(APPLY_BATCH)
-    apply(["counter", "{counter}:writer:a", RESPONSES], batch_args(1, 5, 0, 5))
-    apply(["counter", "{counter}:writer:b", RESPONSES], batch_args(1, 2, 0, 1, 0, 1))
+    apply(["counter", "{counter}:writer:a", *KEYS[2:]], batch_args(1, 5, 0, 5))
+    apply(["counter", "{counter}:writer:b", *KEYS[2:]], batch_args(1, 2, 0, 1, 0, 1))
     assert redis_client.get("counter") == b"7"
     assert redis_client.hgetall(RESPONSES) == {b"2xx": b"6", b"4xx": b"1"}
 
