@@ -4,6 +4,7 @@
     method          the method as sent
     client          the client's IP address (an IPv4-mapped IPv6 one as IPv4)
     header:NAME     the request header's first value, else (none); cut to 100 characters
+(bytes that are not UTF-8, in a method or a header, become '?')
 
 A header whose value is a secret (Authorization, Proxy-Authorization, Cookie) is refused: the
 values show in /status and /metrics.
@@ -111,7 +112,10 @@ def _client_of(flow: http.HTTPFlow) -> str:
 
 
 def _cut(value: str) -> str:
-    return value[:LONGEST_VALUE]
+    """At most LONGEST_VALUE characters, every one text: mitmproxy hands bytes that are not
+    UTF-8 on as lone surrogates, which neither Redis's client nor /metrics could encode: they
+    become '?'."""
+    return value[:LONGEST_VALUE].encode("utf-8", "replace").decode("utf-8")
 
 
 class Labeller:

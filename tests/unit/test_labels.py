@@ -108,6 +108,11 @@ LABELLER = Labeller(
             ("/users/{id}", "GET", "127.0.0.2", "k" * 100),
         ),
         (request(method="PURGE"), ("/users/{id}", "PURGE", "127.0.0.2", NONE)),
+        # Bytes that are not UTF-8 (mitmproxy's lone surrogates) can't reach Redis or /metrics.
+        (
+            request(headers=((b"X-Client-Id", b"a\xffb"),)),
+            ("/users/{id}", "GET", "127.0.0.2", "a?b"),
+        ),
     ],
 )
 def test_a_request_gets_its_values_in_counter_bys_order(
