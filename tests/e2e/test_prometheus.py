@@ -9,8 +9,9 @@ import httpx
 import pytest
 
 from tests.support.http_client import send
-from tests.support.processes import Proxy
-from tests.support.prometheus import PROMETHEUS, Prometheus
+from tests.support.processes import Proxy, ProxyFactory
+from tests.support.prometheus import PROMETHEUS, Prometheus, Result, by_label
+from tests.support.series import series_options
 
 pytestmark = pytest.mark.skipif(
     not PROMETHEUS.exists(),
@@ -31,8 +32,17 @@ README_QUERIES = [
 ]
 
 
-def scraping(proxy: Proxy, directory: Path) -> Prometheus:
-    return Prometheus(directory / "prometheus", [f"127.0.0.1:{proxy.port}"])
+# The PromQL of docs/series.md: requests per second by route, across all proxies.
+SERIES_QUERY = (
+    "sum by (route) "
+    "(max without (instance, job) (rate(counting_addon_shared_requests_by_total[5m])))"
+)
+# The counts by route, one value per series whichever proxies report it: exact.
+BY_ROUTE = "sum by (route) (max without (instance, job) (counting_addon_shared_requests_by_total))"
+
+
+def scraping(directory: Path, *proxies: Proxy) -> Prometheus:
+    return Prometheus(directory / "prometheus", [f"127.0.0.1:{p.port}" for p in proxies])
 
 
 def codes(proxy: Proxy, code: int, count: int) -> None:
@@ -41,7 +51,7 @@ def codes(proxy: Proxy, code: int, count: int) -> None:
 
 
 def test_prometheus_scrapes_the_shared_count(proxy: Proxy, tmp_path: Path) -> None:
-    with scraping(proxy, tmp_path) as prometheus:
+    with scraping(tmp_path, proxy) as prometheus:
         prometheus.poll('up{job="counting_addon"}', 1)
         send(proxy.url, "/counted", 7)
         prometheus.poll("counting_addon_shared_requests_total", 7)
@@ -64,7 +74,7 @@ def test_prometheus_scrapes_the_shared_count(proxy: Proxy, tmp_path: Path) -> No
 
 
 def test_prometheus_gets_responses_by_class(proxy: Proxy, tmp_path: Path) -> None:
-    with scraping(proxy, tmp_path) as prometheus:
+    with scraping(tmp_path, proxy) as prometheus:
         send(proxy.url, "/ok", 4)
         codes(proxy, 404, 3)
         codes(proxy, 500, 2)
@@ -79,3 +89,36 @@ def test_prometheus_gets_responses_by_class(proxy: Proxy, tmp_path: Path) -> Non
         for name in ("counting_addon_shared_responses_total", "counting_addon_responses_total"):
             assert {c: by_name_and_class.get((name, c)) for c in expected} == expected, got
         assert by_name_and_class[("counting_addon_requests_total", None)] == 9
+
+
+def test_the_per_route_rate_of_docs_series_md_over_two_proxies(
+    start_proxy: ProxyFactory, upstream: str, redis_url: str, tmp_path: Path
+) -> None:
+    """Two proxies sharing the counter, counting by route and method, both scraped: each
+    reports every shared series, so one value per series (max over the instances) gives the
+    exact counts by route, and the query of docs/series.md gives a rate for every route."""
+    args = series_options("route,method", "/users/{id}", "/static/*")
+    a, b = (start_proxy(upstream, redis_url, *args) for _ in range(2))
+    with scraping(tmp_path, a, b) as prometheus:
+        prometheus.poll('count(up{job="counting_addon"} == 1)', 2)
+        send(a.url, "/users", 3)
+        send(a.url, "/static/css", 2)
+        send(b.url, "/users", 1)
+        send(b.url, "/elsewhere", 2)
+        # Three series (every method a GET), reported by both instances.
+        prometheus.poll("count(counting_addon_shared_requests_by_total)", 6)
+        totals = {"/users/{id}": 4, "/static/*": 2, "(unmatched)": 2}
+        prometheus.poll_by(BY_ROUTE, "route", totals)
+        # More on every route, from both, so that every series' rate is above 0.
+        for p in (a, b):
+            for path in ("/users", "/static/js", "/elsewhere"):
+                send(p.url, path, 2)
+        prometheus.poll_by(BY_ROUTE, "route", {route: n + 4 for route, n in totals.items()})
+
+        def rates(result: Result) -> bool:
+            by_route = by_label(result, "route")
+            return set(by_route) == set(totals) and all(v > 0 for v in by_route.values())
+
+        result = prometheus.poll_until(SERIES_QUERY, rates, 30, "> 0 for every route")
+    print(f"\n  {SERIES_QUERY}: {sorted((dict(k)['route'], v) for k, v in result.items())}")
+    assert all(set(dict(labels)) == {"route"} for labels in result), result

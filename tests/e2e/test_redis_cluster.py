@@ -2,10 +2,12 @@
 redis-server 7) through `redis+cluster://` seed URLs.
 
 Counting is exact wherever the counter's slot lies (a key on each primary, a `{tag}`-ed key),
-and every key the product writes lies beside the counter on its node; a database other than 0
-is refused at start-up; and the count stays exact, with every proxied request answered, through
-a SIGKILL of the primary that owns the counter's slot, a `redis-cli --cluster reshard` of that
-slot, and a hand-made migration of just that slot held in each of its intermediate states.
+and every key the product writes lies beside the counter on its node, the counts by series too
+(exact, summing to the count, every list of them cleared by `counter.reset`); a database other
+than 0 is refused at start-up; and the count stays exact, with every proxied request answered,
+through a SIGKILL of the primary that owns the counter's slot, a `redis-cli --cluster reshard`
+of that slot, and a hand-made migration of just that slot held in each of its intermediate
+states.
 
 Skipped, saying why, without Debian's redis-server and redis-cli (`.ci/run` installs them).
 """
@@ -18,9 +20,10 @@ import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
+import httpx
 import pytest
 
-from counting_addon.store.keys import responses_key, writer_key
+from counting_addon.store.keys import responses_key, series_key, series_lists_key, writer_key
 from tests.support.http_client import (
     counter_is,
     counter_of,
@@ -29,8 +32,17 @@ from tests.support.http_client import (
     status_of,
 )
 from tests.support.load import Load, Results, ms
-from tests.support.processes import Process, Proxy, ProxyFactory, free_port, proxy_command
+from tests.support.mitmweb import start_web
+from tests.support.processes import (
+    Process,
+    Proxy,
+    ProxyFactory,
+    free_port,
+    proxy_command,
+    wait_for,
+)
 from tests.support.redis_cluster import Cluster, slot_of
+from tests.support.series import series_of, series_options
 from tests.support.tls import ServerIdentity
 
 pytestmark = pytest.mark.topology
@@ -148,6 +160,102 @@ def test_counts_exactly_with_a_tagged_key(
     assert counter_of(p.url) == REQUESTS
     assert responses_key(key) == f"{key}:responses"
     assert_stored_beside(shared_cluster, key, REQUESTS)
+
+
+def series_keys(cluster: Cluster, key: str) -> dict[int, set[str]]:
+    """The keys of counts by series beside counter `key` (`{key}:by` and `{key}:by:<list>`), by
+    the port of the primary holding them."""
+    pattern = series_lists_key(key) + "*"
+    found: dict[int, set[str]] = {}
+    for port in cluster.primary_ports():
+        with cluster.node_client(port) as node:
+            if keys := set(node.scan_iter(match=pattern, count=1000)):
+                found[port] = keys
+    return found
+
+
+SERIES_LABELS = ["route", "method"]
+SERIES = series_options(",".join(SERIES_LABELS), "/cluster/*")
+
+
+def send_methods(url: str, requests: dict[tuple[str, str], int]) -> None:
+    """{(method, path): how many}, one after another, each answered 200."""
+    with httpx.Client(base_url=url, timeout=10) as client:
+        for (method, path), count in requests.items():
+            for _ in range(count):
+                assert client.request(method, path).status_code == 200
+
+
+@pytest.mark.parametrize("primary", [0, 1, 2], ids=["first", "second", "third"])
+def test_series_sum_to_the_exact_count_with_the_key_on_each_primary(
+    shared_cluster: Cluster, start_proxy: ProxyFactory, upstream: str, primary: int
+) -> None:
+    """counter_by=route,method with the counter's slot on each primary in turn: the count is
+    exact, the series are exactly what was sent and sum to it, and their keys lie beside the
+    counter on its primary, nowhere else."""
+    port = shared_cluster.primary_ports()[primary]
+    key = shared_cluster.key_on(port, f"series{primary}")
+    p = start_proxy(upstream, shared_cluster.url(), "--set", f"counter_key={key}", *SERIES)
+    send_concurrently(p.url)
+    send_methods(p.url, {("POST", "/cluster/form"): 5, ("DELETE", "/elsewhere"): 3})
+    total = REQUESTS + 5 + 3
+    expected = {("/cluster/*", "GET"): REQUESTS, ("/cluster/*", "POST"): 5,
+                ("(unmatched)", "DELETE"): 3}  # fmt: skip
+    assert series_of(p.url, SERIES_LABELS) == (total, expected)
+    assert_stored_beside(shared_cluster, key, total)
+    hash_key = series_key(key, "route,method")
+    assert series_keys(shared_cluster, key) == {port: {series_lists_key(key), hash_key}}
+    assert slot_of(hash_key) == slot_of(series_lists_key(key)) == slot_of(key)
+    with shared_cluster.node_client(port) as node:
+        assert sum(map(int, node.hvals(hash_key))) == total
+
+
+def test_reset_clears_every_series_list_in_the_cluster(
+    shared_cluster: Cluster, start_proxy: ProxyFactory, upstream: str
+) -> None:
+    """A proxy counting by method, then a mitmweb counting by route and method on the same
+    counter (on the third primary): two series lists. counter.reset, through mitmweb's command
+    API, deletes both (the batch script finds them in the set of lists, keys it was not given)
+    and the set; what is counted afterwards starts the new list's series from nothing."""
+    port = shared_cluster.primary_ports()[2]
+    key = shared_cluster.key_on(port, "reset")
+    url = shared_cluster.url()
+    by_method = start_proxy(upstream, url, "--set", f"counter_key={key}", *series_options("method"))
+    send_methods(by_method.url, {("GET", "/before"): 4, ("POST", "/before"): 2})
+    assert series_of(by_method.url, ["method"]) == (6, {("GET",): 4, ("POST",): 2})
+    with start_web(start_proxy, upstream, url, "--set", f"counter_key={key}", *SERIES) as web:
+        send_methods(web.proxy.url, {("GET", "/cluster/x"): 3})
+        # A list set after 6 requests were counted: its series hold only what came since.
+        assert series_of(web.proxy.url, SERIES_LABELS, whole=False) == (
+            9,
+            {("/cluster/*", "GET"): 3},
+        )
+        lists = {series_lists_key(key), series_key(key, "method"), series_key(key, "route,method")}
+        assert series_keys(shared_cluster, key) == {port: lists}
+
+        assert web.command("counter.reset") is None
+        with shared_cluster.node_client(port) as node:
+
+            def reset() -> bool:
+                return node.get(key) == "0" and not series_keys(shared_cluster, key)
+
+            try:
+                wait_for(reset, RECOVERY, f"{key!r} and every series list reset")
+            except AssertionError as e:
+                raise AssertionError(
+                    f"{e}: {node.get(key)!r}, {series_keys(shared_cluster, key)}\n"
+                    f"{web.proxy.output()[-3000:]}"
+                ) from None
+
+        send_methods(web.proxy.url, {("GET", "/cluster/y"): 2, ("DELETE", "/z"): 1})
+        after = {("/cluster/*", "GET"): 2, ("(unmatched)", "DELETE"): 1}
+        assert series_of(web.proxy.url, SERIES_LABELS) == (3, after)
+        assert series_keys(shared_cluster, key) == {
+            port: {series_lists_key(key), series_key(key, "route,method")}
+        }
+    # The earlier list starts from nothing too: nothing was counted under it since.
+    _, body = poll_status(by_method.url, counter_is(3), RECOVERY, "counter == 3")
+    assert body["by"] == [], body
 
 
 @pytest.mark.parametrize("database", ["/1", "/0?db=1"])

@@ -6,6 +6,7 @@ import asyncio
 import statistics
 import threading
 import time
+from collections import Counter
 from dataclasses import dataclass, field
 
 import httpx
@@ -15,6 +16,8 @@ import httpx
 class Results:
     ok: int = 0
     failed: list[str] = field(default_factory=list)
+    # Successes by client number: client N sends GETs of /load/N/0, /load/N/1, ...
+    ok_by_client: Counter[int] = field(default_factory=Counter)
     latencies: list[float] = field(default_factory=list)
 
     @property
@@ -103,6 +106,7 @@ class Load:
                     else:
                         if r.status_code == 200:
                             results.ok += 1
+                            results.ok_by_client[number] += 1
                             results.latencies.append(time.monotonic() - start)
                         else:
                             results.failed.append(f"HTTP {r.status_code}")

@@ -3,6 +3,7 @@ scraping the proxies given to it every second; and queries of its HTTP API."""
 
 from __future__ import annotations
 
+from collections.abc import Callable, Mapping
 from pathlib import Path
 
 import httpx
@@ -10,6 +11,17 @@ import httpx
 from tests.support.processes import Process, free_port, wait_for
 
 PROMETHEUS = Path("/usr/bin/prometheus")
+# An instant query's result: each series' labels (the name as __name__) and value.
+Result = dict[frozenset[tuple[str, str]], float]
+
+
+def by_label(result: Result, label: str) -> dict[str | None, float]:
+    """`result`'s values by their value of `label` (None where a series has none); fails the
+    test if two series share one."""
+    values = {dict(labels).get(label): value for labels, value in result.items()}
+    assert len(values) == len(result), f"series with the same {label}: {result}"
+    return values
+
 
 CONFIG = """\
 global:
@@ -64,7 +76,7 @@ class Prometheus(Process):
 
         wait_for(ready, timeout, f"prometheus at {self.url}")
 
-    def query(self, promql: str) -> dict[frozenset[tuple[str, str]], float]:
+    def query(self, promql: str) -> Result:
         """An instant query's result: each series' labels (the name as __name__) and value."""
         r = httpx.get(f"{self.url}/api/v1/query", params={"query": promql}, timeout=10)
         body = r.json()
@@ -76,13 +88,32 @@ class Prometheus(Process):
 
     def poll(self, promql: str, expected: float, timeout: float = 60.0) -> None:
         """Query until `promql` gives one series of value `expected`."""
-        last: list[dict[frozenset[tuple[str, str]], float]] = []
+        self.poll_until(
+            promql, lambda result: list(result.values()) == [expected], timeout, f"== {expected}"
+        )
 
-        def holds() -> bool:
+    def poll_by(
+        self, promql: str, label: str, expected: Mapping[str, float], timeout: float = 60.0
+    ) -> None:
+        """Query until `promql` gives one series per value of `label`, as `expected` says."""
+
+        def holds(result: Result) -> bool:
+            return by_label(result, label) == expected
+
+        self.poll_until(promql, holds, timeout, f"by {label}: {expected}")
+
+    def poll_until(
+        self, promql: str, holds: Callable[[Result], bool], timeout: float, what: str = ""
+    ) -> Result:
+        """Query until `holds` accepts `promql`'s result; that result."""
+        last: list[Result] = []
+
+        def check() -> bool:
             last[:] = [self.query(promql)]
-            return list(last[0].values()) == [expected]
+            return holds(last[0])
 
         try:
-            wait_for(holds, timeout, f"{promql} == {expected} in prometheus")
+            wait_for(check, timeout, f"{promql} {what or 'to hold'} in prometheus")
         except AssertionError as e:
             raise AssertionError(f"{e}; last result: {last}\n{self.output()[-2000:]}") from None
+        return last[0]
