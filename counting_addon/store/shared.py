@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass, field
+from json.encoder import encode_basestring
 
 from counting_addon.code_class import CodeClass, no_responses
 from counting_addon.store.ledger import Values
@@ -60,8 +61,11 @@ def largest_first(series: dict[Values, int]) -> list[tuple[Values, int]]:
 
 def encode_values(values: Values) -> str:
     """A series' field in Redis: its label values as a compact JSON array, the same text from
-    every process (values hold anything: commas, quotes, slashes)."""
-    return json.dumps(values, ensure_ascii=False, separators=(",", ":"))
+    every process (values hold anything: commas, quotes, slashes). Exactly what
+    `json.dumps(values, ensure_ascii=False, separators=(",", ":"))` writes, by json's own
+    string encoder, without the encoder json.dumps makes for each call: the writer encodes
+    every series of every batch (5 times faster, benchmarks/instructions.sh)."""
+    return "[" + ",".join(map(encode_basestring, values)) + "]"
 
 
 def decode_values(field: bytes | str) -> Values:

@@ -4,12 +4,15 @@ applied once however often a batch is resent; cleared by a reset, every list of 
 
 from __future__ import annotations
 
+import json
+
+import pytest
 import redis
 
 from counting_addon.store.batch import APPLY_BATCH, ScriptCall
 from counting_addon.store.counter import RedisCounter
 from counting_addon.store.ledger import Values
-from counting_addon.store.shared import OTHER, SeriesSpec, encode_values
+from counting_addon.store.shared import OTHER, SeriesSpec, decode_values, encode_values
 from counting_addon.store.url import parse
 
 ROUTE_METHOD = SeriesSpec(("route", "method"), max_series=1000)
@@ -41,6 +44,17 @@ async def test_the_series_sum_to_the_counter_in_every_answer(
     again = await counter(redis_url).read_shared()  # nothing to write: the read script
     assert again.requests == 4 and again.series == {("/a", "GET"): 2, ("/b", "POST"): 2}
     assert sum(again.series.values()) == again.requests
+
+
+@pytest.mark.parametrize(
+    "values",
+    [(), ("/a", "GET"), ('/a,"b"', "ü\\n"), ("\x00\x1f\x7f", "\u2028", "😀", "\\/"), ("\udcff",)],
+)
+def test_a_series_field_is_the_json_every_process_writes(values: Values) -> None:
+    """The same text as json.dumps's, which fields written before were, and back."""
+    field = encode_values(values)
+    assert field == json.dumps(values, ensure_ascii=False, separators=(",", ":"))
+    assert decode_values(field) == values
 
 
 async def test_values_of_any_text_keep_to_their_series(redis_url: str) -> None:
