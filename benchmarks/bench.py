@@ -31,6 +31,7 @@ import redis
 
 from benchmarks.profile import profile
 from counting_addon.launcher.embedded_redis import EmbeddedRedis, stop_process
+from counting_addon.store.keys import series_key
 
 # The tests' helpers for ports, /proc and certificates, one copy of each: they need nothing
 # the bench's own install lacks.
@@ -42,6 +43,19 @@ ROOT = Path(__file__).resolve().parent.parent
 BIN = Path(sys.executable).parent
 OUT = ROOT / "docs" / "benchmarks"
 GIB = 1024**3
+# Every load goes round these paths (each matching one of ROUTES, none the first), and
+# counting_addon_by counts by route,method over ROUTES: benchmarks/instructions.sh's too.
+REQUEST_PATHS = (ROOT / "benchmarks" / "request_paths.txt").read_text().split()
+ROUTES = (ROOT / "benchmarks" / "routes.txt").read_text().split()
+# wrk's script: REQUEST_PATHS in turn, over all of its thread's connections.
+WRK_PATHS = """
+local paths = {%s}
+local next_path = 0
+request = function()
+    next_path = next_path %% #paths + 1
+    return wrk.format(nil, paths[next_path])
+end
+"""
 # The commands a proxy sends to count: INCR (naive, predecessor), EVAL/EVALSHA (counting_addon).
 # Not INCRBY: INFO commandstats also counts what a script runs inside Redis.
 REDIS_WRITES = ("incr", "evalsha", "eval")
@@ -139,13 +153,22 @@ def parse_latency(text: str) -> float:
 
 
 def wrk(url: str, connections: int, seconds: int) -> LoadResult:
-    out = subprocess.run(
-        ["wrk", "-t1", f"-c{connections}", f"-d{seconds}s", "--latency", url],
-        capture_output=True,
-        text=True,
-        check=True,
-        timeout=seconds + 60,
-    ).stdout
+    """wrk toward `url`, round REQUEST_PATHS."""
+    with tempfile.NamedTemporaryFile("w", suffix=".lua", prefix="paths-") as script:
+        script.write(WRK_PATHS % ", ".join(json.dumps(p) for p in REQUEST_PATHS))
+        script.flush()
+        out = subprocess.run(
+            ["wrk", "-t1", f"-c{connections}", f"-d{seconds}s", "--latency", "-s", script.name,
+             url],
+            capture_output=True,
+            text=True,
+            check=True,
+            timeout=seconds + 60,
+        ).stdout  # fmt: skip
+    return parse_wrk(out)
+
+
+def parse_wrk(out: str) -> LoadResult:
     percentiles = dict(re.findall(r"^\s+(\d+)%\s+(\S+)\s*$", out, re.M))
     requests = int(re.search(r"(\d+) requests in", out).group(1))  # type: ignore[union-attr]
     errors = sum(int(n) for n in re.findall(r"(?:connect|read|write|timeout) (\d+)", out))
@@ -197,7 +220,8 @@ def h2load(
     log_file.unlink(missing_ok=True)  # h2load appends
     command = [
         "h2load", f"-c{connections}", f"-m{streams}", f"-D{seconds}",
-        f"--warm-up-time={warm_up}", f"--log-file={log_file}", f"https://127.0.0.1:{v.port}/",
+        f"--warm-up-time={warm_up}", f"--log-file={log_file}",
+        *(f"https://127.0.0.1:{v.port}{path}" for path in REQUEST_PATHS),
     ]  # fmt: skip
     with subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) as h:
         time.sleep(warm_up)
@@ -334,6 +358,19 @@ class Bench:
             "--set",
             f"counter_redis_url={self.redis_url}",
         )
+        by = ["--set", "counter_by=route,method"]
+        for route in ROUTES:
+            by += ["--set", f"counter_routes={route}"]
+        mitm(
+            "counting_addon_by",
+            f"mitmdump + counting_addon, counter_by=route,method over {len(ROUTES)} routes",
+            *addon,
+            "--set",
+            f"counter_redis_url={self.redis_url}",
+            "--set",
+            "counter_key=by",
+            *by,
+        )
         mitm(
             "counting_addon_stream_all",
             "mitmdump + counting_addon, counter_stream_threshold=0",
@@ -377,11 +414,13 @@ class Bench:
         tls_origin = f"https://127.0.0.1:{self.origin_tls_port}"
         trust = ("--set", f"ssl_verify_upstream_trusted_ca={self.tls / 'bench-CA.pem'}")
         ours = (*addon, "--set", f"counter_redis_url={self.redis_url}")
-        self.h2_upstream_trio = (
+        self.h2_upstream_group = (
             variant("bare", "", *trust, counts=False, upstream=tls_origin),
             variant("bare_again", "", *trust, counts=False, upstream=tls_origin),
             variant("counting_addon", "", *ours, *trust, upstream=tls_origin),
-        )
+            variant("counting_addon_by", "", *ours, "--set", "counter_key=by", *by, *trust,
+                    upstream=tls_origin),
+        )  # fmt: skip
         nginx = Variant("nginx", "nginx reverse proxy (the far limit)", [], mitmproxy=False)
         nginx.port = self.nginx_proxy_port
         nginx.counts = False
@@ -404,6 +443,12 @@ class Bench:
         with redis.Redis.from_url(self.redis_url) as client:
             stats = client.info("commandstats")
         return sum(int(stats.get(f"cmdstat_{c}", {}).get("calls", 0)) for c in REDIS_WRITES)
+
+    def series_counted(self) -> dict[str, int]:
+        """What counting_addon_by counted, by series, all phases together."""
+        with redis.Redis.from_url(self.redis_url, decode_responses=True) as client:
+            counted = client.hgetall(series_key("by", "route,method"))
+        return {values: int(n) for values, n in sorted(counted.items())}
 
     def reset_redis_stats(self) -> None:
         with redis.Redis.from_url(self.redis_url) as client:
@@ -444,23 +489,28 @@ class Bench:
                     f"p99 {result.p99_ms:6.2f} ms  errors {result.errors}"
                 )
 
+    @property
+    def paired_group(self) -> tuple[Variant, ...]:
+        """bare, the control, counting_addon and counting_addon_by: the paired runs' group."""
+        return (self.variants[0], self.control, *self.variants[1:3])
+
     def pair_up(
         self,
         setting: dict[str, object],
-        trio: tuple[Variant, Variant, Variant],
+        group: tuple[Variant, ...],
         load: Callable[[Variant], LoadResult],
         pairs: int,
         into: str,
         runs_into: str | None = None,
     ) -> None:
-        """bare against counting_addon and against a second bare (trio: bare, the control,
-        counting_addon), back to back, `pairs` times under one `setting` of the `load`: the
-        machine's drift cancels out of each pair's ratio. The ratios go to results[into], each
-        run's own figures to results[runs_into] if given."""
-        bare, control, ours = trio
+        """bare against each other variant of the group (bare first, then the control: a second
+        bare), back to back, `pairs` times under one `setting` of the `load`: the machine's
+        drift cancels out of each pair's ratio. The ratios go to results[into], each run's own
+        figures to results[runs_into] if given."""
+        bare, *others = group
         label = " ".join(f"{k}={v}" for k, v in setting.items())
         for i in range(pairs):
-            for other in (control, ours):
+            for other in others:
                 measured: dict[str, tuple[LoadResult, float]] = {}
                 for v in (bare, other) if i % 2 == 0 else (other, bare):
                     assert v.process is not None
@@ -496,34 +546,34 @@ class Bench:
                 )
 
     def paired_runs(self) -> None:
-        trio = (self.variants[0], self.control, self.variants[1])
+        group = self.paired_group
         for connections in self.args.connections:
 
             def load(v: Variant, connections: int = connections) -> LoadResult:
                 return wrk(f"{v.url}/", connections, self.args.pair_seconds)
 
-            self.pair_up({"connections": connections}, trio, load, self.args.pairs, "pairs")
+            self.pair_up({"connections": connections}, group, load, self.args.pairs, "pairs")
 
     def h2_phase(self) -> None:
         """HTTP/2 over TLS with h2load, paired like the HTTP/1.1 runs, toward the HTTP/1.1
         origin (mitmproxy then opens an upstream connection per stream) and, if asked, toward
         the origin's h2 port (one upstream connection per client connection, multiplexed).
         Each proxy's RSS before and after the whole phase."""
-        trios = {
-            "http/1.1": ("http1", (self.variants[0], self.control, self.variants[1])),
-            "h2": ("h2", self.h2_upstream_trio),
+        groups = {
+            "http/1.1": ("http1", self.paired_group),
+            "h2": ("h2", self.h2_upstream_group),
         }
-        for upstream, (option, trio) in trios.items():
+        for upstream, (option, group) in groups.items():
             if option not in self.args.h2_upstreams:
                 continue
-            if trio is self.h2_upstream_trio:
-                log("bare, the control and counting_addon toward nginx's h2 port")
-                for v in trio:
+            if group is self.h2_upstream_group:
+                log("bare, the control, counting_addon and _by toward nginx's h2 port")
+                for v in group:
                     v.start(self.workdir)
-            for v in trio:  # every setting once, unmeasured, before the baseline of memory
+            for v in group:  # every setting once, unmeasured, before the baseline of memory
                 for connections, streams in self.args.h2_loads:
                     h2load(v, connections, streams, 1, 0, self.workdir)
-            before = {v.port: status_bytes(v.pid, "VmRSS") for v in trio}
+            before = {v.port: status_bytes(v.pid, "VmRSS") for v in group}
             for connections, streams in self.args.h2_loads:
 
                 def load(v: Variant, c: int = connections, m: int = streams) -> LoadResult:
@@ -531,8 +581,8 @@ class Bench:
                     return h2load(v, c, m, args.h2_seconds, args.h2_warm_up, self.workdir)
 
                 setting = {"upstream": upstream, "connections": connections, "streams": streams}
-                self.pair_up(setting, trio, load, self.args.h2_pairs, "h2_pairs", "h2")
-            for v in trio:
+                self.pair_up(setting, group, load, self.args.h2_pairs, "h2_pairs", "h2")
+            for v in group:
                 entry = {
                     "variant": v.name,
                     "upstream": upstream,
@@ -639,8 +689,8 @@ class Bench:
         self.redis.start()
         self.start_nginx()
         try:
-            if self.args.h2_only:  # the HTTP/2 phase's bare and counting_addon, and the control
-                for v in [*self.variants[:2], self.control]:
+            if self.args.h2_only:  # the HTTP/2 phase's bare, control and counting_addons
+                for v in self.paired_group:
                     v.start(self.workdir)
             else:
                 for v in [*self.variants[:-1], self.control]:
@@ -649,8 +699,10 @@ class Bench:
             if self.args.h2_pairs:
                 log(f"HTTP/2: {self.args.h2_pairs} paired h2load runs per load and upstream")
                 self.h2_phase()
+            self.results["series"] = self.series_counted()
+            log(f"counting_addon_by counted by route,method: {self.results['series']}")
         finally:
-            for v in [*self.variants[:-1], self.control, *self.h2_upstream_trio]:
+            for v in [*self.variants[:-1], self.control, *self.h2_upstream_group]:
                 v.stop()
             if self.nginx_process:
                 stop_process(self.nginx_process, 15)

@@ -6,12 +6,12 @@
 # LOAD: http1 (default) sequential HTTP/1.1 GETs on one connection; h2-http1 and h2-h2: h2load
 # over TLS (one connection, 10 streams in flight) toward an HTTP/1.1 origin, or toward nginx
 # speaking h2 over TLS (needs h2load and nginx).
-# The requests go round REQUEST_PATHS (four realistic paths, each matching one of the 20
-# templates of ROUTES, none the first). Variants: bare mitmdump, an empty -s script,
-# counting_addon with its writes held back (hooks only) and as it is (writing); the same two
-# counting by route,method over ROUTES (_by); and writing by route,method with
-# counter_max_series=1, reached in the warm-up, so that three of the four combinations count in
-# (other) (_by_capped). SERIES=0 skips the three counting by series. On stderr: the commands
+# The requests go round REQUEST_PATHS (default: benchmarks/request_paths.txt, four realistic
+# paths, each matching one of the 20 templates of benchmarks/routes.txt, none the first).
+# Variants: bare mitmdump, an empty -s script, counting_addon with its writes held back (hooks
+# only) and as it is (writing); the same two counting by route,method over those routes
+# (_by); and writing by route,method with counter_max_series=1, reached in the warm-up, so
+# that three of the four combinations count in (other) (_by_capped). SERIES=0 skips the three counting by series. On stderr: the commands
 # Redis ran for each variant's measured requests, and the series each left in Redis.
 set -euo pipefail
 LOAD=${1:-http1}
@@ -19,13 +19,8 @@ ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 BIN="$ROOT/.venv/bin"
 N=${N:-200}
 SERIES=${SERIES:-1}
-DEFAULT_PATHS="/users/7/orders/3 /products/abc-123/reviews?page=2 /api/v1/items/42"
-DEFAULT_PATHS+=" /static/css/site.css"
-read -r -a PATHS <<< "${REQUEST_PATHS:-$DEFAULT_PATHS}"
-ROUTES=('/healthz' '/login' '/logout' '/users' '/users/me' '/users/{id}' '/users/{id}/orders'
-    '/users/{id}/orders/{order}' '/orders/{order}/items' '/products' '/products/{sku}'
-    '/products/{sku}/reviews' '/search' '/cart' '/cart/items/{item}' '/api/v1/items'
-    '/api/v1/items/{id}' '/api/v2/items/{id}' '/static/*' '/docs/*')
+read -r -a PATHS <<< "${REQUEST_PATHS:-$(paste -sd ' ' "$ROOT/benchmarks/request_paths.txt")}"
+mapfile -t ROUTES < "$ROOT/benchmarks/routes.txt"
 work=$(mktemp -d)
 pids=()
 cleanup() { for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done; rm -rf "$work"; }

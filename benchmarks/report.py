@@ -244,8 +244,8 @@ def h2_section(
         "| errors |",
         "| --- | --- | --- | --- | --- | --- | --- | --- | --- |",
     ]
-    order = {"bare": 0, "counting_addon": 1, "bare_again": 2}
-    for key in sorted(runs, key=lambda k: (k[1], k[2], k[3], order.get(k[0], 3))):
+    order = {"bare": 0, "counting_addon": 1, "counting_addon_by": 2, "bare_again": 3}
+    for key in sorted(runs, key=lambda k: (k[1], k[2], k[3], order.get(k[0], 4))):
         name, upstream, c, m = key
         r = runs[key]
         lines.append(
@@ -287,11 +287,12 @@ def h2_targets(
 ) -> list[str]:
     out = []
     for (name, upstream, c, m), spread in sorted(pairs.items(), key=lambda kv: kv[0][1:]):
-        if name != "counting_addon":
+        if name not in ("counting_addon", "counting_addon_by"):
             continue
         rps = spread["rps"][1]
+        what = "" if name == "counting_addon" else ", counting by route,method"
         out.append(
-            f"- HTTP/2, {upstream} upstream, c={c} m={m}: throughput {rps:.3f}x bare, median "
+            f"- HTTP/2, {upstream} upstream, c={c} m={m}{what}: throughput {rps:.3f}x bare, median "
             f"of paired ratios (target >= 0.97): {check(rps >= 0.97)}"
         )
     for (name, upstream), mine in memory.items():
@@ -339,6 +340,12 @@ def targets(
             f"{ours['sampled_proxied_p50_ms']:.2f} ms (target: no worse): "
             f"{check(ours['status_p50_ms'] <= ours['sampled_proxied_p50_ms'])}",
         ]
+        if ("counting_addon_by", c) in pairs:
+            rps = pairs[("counting_addon_by", c)]["rps"][1]
+            out.append(
+                f"- c={c}: counting by route,method, throughput {rps:.3f}x bare, median of "
+                f"paired ratios (target >= 0.97): {check(rps >= 0.97)}"
+            )
     for direction in ("download", "upload"):
         if ("counting_addon", direction) not in transfers:
             continue
