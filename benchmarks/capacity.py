@@ -136,7 +136,9 @@ async def _run_job(job: Job) -> Outcome:
 
     async def write(i: int) -> None:
         sequence[i] += 1
-        call = ScriptCall.of(keys[i], Batch(sequence[i], BATCH_REQUESTS, BATCH_RESPONSES))
+        call = ScriptCall.of(
+            keys[i], Batch(sequence[i], BATCH_REQUESTS, BATCH_RESPONSES), now=time.time()
+        )
         # The product's own call: EVALSHA, no pipeline, no WAIT (counter_redis_replicas=0).
         await writers[i].run_script(scripts[i], call.keys, call.args, 0)
 
@@ -363,7 +365,7 @@ def redis_benchmark(
     per call (a random one: redis-benchmark can't count up a sequence), so that every call
     applies a batch; and the probe beside it."""
     sha = admin.script_load(APPLY_BATCH)
-    call = ScriptCall.of(BatchKeys.of(KEY, "__rand_int__"), BATCH)
+    call = ScriptCall.of(BatchKeys.of(KEY, "__rand_int__"), BATCH, now=time.time())
     # A bound in count that outlasts the window below 60k calls/s; past it, its own figure.
     count = int(seconds * 60_000)
     command = [
@@ -419,12 +421,12 @@ def memory(admin: redis.Redis, keys: int = 10_000) -> Memory:
     """MEMORY USAGE of each kind of key; and used_memory before and after `keys` writer keys."""
     admin.flushall()
     sha = admin.script_load(APPLY_BATCH)
-    call = ScriptCall.of(BatchKeys.of(KEY, uuid.uuid4().hex), BATCH)
+    call = ScriptCall.of(BatchKeys.of(KEY, uuid.uuid4().hex), BATCH, now=time.time())
     admin.evalsha(sha, len(call.keys), *call.keys, *call.args)
     base = int(admin.info("memory")["used_memory"])
     with admin.pipeline(transaction=False) as pipe:
         for _ in range(keys):
-            each = ScriptCall.of(BatchKeys.of(KEY, uuid.uuid4().hex), BATCH)
+            each = ScriptCall.of(BatchKeys.of(KEY, uuid.uuid4().hex), BATCH, now=time.time())
             pipe.evalsha(sha, len(each.keys), *each.keys, *each.args)
         pipe.execute()
     grown = int(admin.info("memory")["used_memory"]) - base

@@ -78,6 +78,10 @@ class CountingProxy(CounterCommands):
             self.counting.error(flow)
             self.framing.error(flow)
 
+    def websocket_message(self, flow: http.HTTPFlow) -> None:
+        if not is_endpoint_flow(flow):
+            self.counting.websocket_message(flow)
+
     def tls_established_server(self, data: tls.TlsData) -> None:
         self.framing.tls_established_server(data)
 

@@ -8,6 +8,7 @@ from mitmproxy.net.http.http1 import expected_http_body_size
 from mitmproxy.utils import human
 
 from counting_addon.options import parsed, reported_cleanly
+from counting_addon.traffic.body_bytes import stream_counting
 from counting_addon.traffic.body_length import framing, unknown_length
 
 
@@ -23,7 +24,8 @@ class StreamBodies:
     """Streams every body that is large or of unknown length; buffers small declared ones.
 
     Buffered bodies show up in mitmweb, and small messages skip streaming's per-chunk cost.
-    Sees proxied flows only (proxy.py).
+    A streamed body's bytes are counted as they pass (body_bytes.py). Sees proxied flows only
+    (proxy.py).
     """
 
     def __init__(self) -> None:
@@ -57,14 +59,14 @@ class StreamBodies:
     def requestheaders(self, flow: http.HTTPFlow) -> None:
         if unknown_length(flow.request):
             # Streamed only if a body does follow: mitmproxy knows, an addon can't yet.
-            flow.request.stream = True
+            stream_counting(flow.request)
             return
         # Most requests have no body: skip the full check, which costs more than everything
         # else the addon does per request.
         if framing(flow.request.headers) == (None, False):
             return
         if self._should_stream(flow.request, None):
-            flow.request.stream = True
+            stream_counting(flow.request)
 
     def responseheaders(self, flow: http.HTTPFlow) -> None:
         assert flow.response
@@ -78,4 +80,4 @@ class StreamBodies:
         ):
             return
         if self._should_stream(flow.request, flow.response):
-            flow.response.stream = True
+            stream_counting(flow.response)
