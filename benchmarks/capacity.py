@@ -60,6 +60,14 @@ from tests.support.debian_redis import REDIS_SERVER, ServerProcess, client, free
 ROOT = Path(__file__).resolve().parent.parent
 OUT = ROOT / "docs" / "benchmarks" / "capacity.md"
 REDIS_BENCHMARK = Path("/usr/bin/redis-benchmark")
+# Measured by benchmarks/series_cap.py (instructions.md), not by this benchmark.
+SERIES_COST = (
+    "- These batches count no series. With `counter_by`, each distinct series in a batch "
+    "costs Redis about 13 k instructions more, on some 127 k for a batch without "
+    "([instructions.md](instructions.md#redis-side-the-batch-script-below-and-at-the-cap)): "
+    "plan for about 1/2.2 of the calls per CPU-second above with 10 distinct series per "
+    "batch, 1/8 with 70."
+)
 KEY = "counter"
 # One batch of a proxy under load: 0.1 s at ~700 requests/s (one mitmdump's core, see
 # results.md), nearly all 2xx and a few 4xx, so that the script increments two hash fields.
@@ -600,6 +608,7 @@ def report(rows: Sequence[Row], memory_figures: Memory, seconds: float, took: fl
         *planning(rows, "AOF everysec"),
         f"- One writer alone, back to back: {ms(first.percentile(50))} ms per write (p50), "
         "the floor of a write's latency on loopback.",
+        SERIES_COST,
         "",
         "## Memory and writer keys",
         "",

@@ -179,7 +179,7 @@ class RedisCounter:
         except RuntimeError:
             # No loop: nothing was ever counted or connected from one, and no writer will run
             # to meet a deadline.
-            self.lifecycle.retire(0.0, bound)
+            self.lifecycle.retire(None, bound)
             return
         if not self.lifecycle.retire(loop.time(), bound):
             return

@@ -170,10 +170,7 @@ class CountRequests:
                 check_routes_for(labels, routes)
             if not labels:
                 labeller = None
-            elif labeller is None or (labeller.labels, labeller.templates) != (
-                labels,
-                routes.templates,
-            ):
+            elif labeller is None or (labeller.labels, labeller.routes) != (labels, routes):
                 labeller = Labeller(labels, routes)
         if COUNTER_OPTIONS & updated:
             target = parsed("counter_redis_url", parse)
