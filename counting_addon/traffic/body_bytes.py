@@ -11,8 +11,10 @@ stream or a buffer), in its content encoding (a gzip body counts its compressed 
   chunk as it passes (proxy/layers/http/__init__.py, `state_stream_request_body` and
   `state_stream_response_body`) and sends on what it returns, the chunk unchanged. A client
   that aborts mid-body counts the chunks that passed.
+  A body mitmproxy's own `stream_large_bodies` streams gets a `Passing` too (streaming.py).
 - A request body cut short while buffered counts 0: none of it went on. mitmproxy's own error
-  answers (a 502 after an upstream failure) are not proxied bodies and count nothing.
+  answers (a 502 after an upstream failure) are not proxied bodies and count nothing; nor
+  does a body another addon streams through a function of its own (it can't be seen).
 """
 
 from __future__ import annotations

@@ -57,8 +57,11 @@ class StreamBodies:
         return size is None or size < 0 or size > self.threshold
 
     def requestheaders(self, flow: http.HTTPFlow) -> None:
-        if unknown_length(flow.request):
-            # Streamed only if a body does follow: mitmproxy knows, an addon can't yet.
+        if flow.request.stream is True or unknown_length(flow.request):
+            # True: mitmproxy's own stream_large_bodies streams it already (its
+            # check_body_size runs before this hook): streamed the same, counting its bytes.
+            # Unknown length: streamed only if a body does follow (mitmproxy knows, an addon
+            # can't yet).
             stream_counting(flow.request)
             return
         # Most requests have no body: skip the full check, which costs more than everything
@@ -70,6 +73,9 @@ class StreamBodies:
 
     def responseheaders(self, flow: http.HTTPFlow) -> None:
         assert flow.response
+        if flow.response.stream is True:  # stream_large_bodies, as for a request
+            stream_counting(flow.response)
+            return
         # The common case, a small declared length, is buffered whatever else is true of it.
         length, transfer_encoding = framing(flow.response.headers)
         if (

@@ -52,10 +52,34 @@ def test_a_streamed_body_counts_what_passed_complete_or_not() -> None:
     assert passed(message, False) == passed(message, True) == 1000
 
 
-def test_a_body_streamed_by_another_addon_counts_nothing_it_cannot_see() -> None:
+def test_a_body_another_addon_streams_through_its_own_function_counts_nothing() -> None:
     message = tutils.tresp(content=None)
-    message.stream = True
+    message.stream = lambda chunk: chunk
     assert passed(message, True) == 0
+
+
+async def test_bodies_mitmproxys_stream_large_bodies_streams_count_as_they_pass(
+    counting_proxy: MakeProxy,
+) -> None:
+    """mitmproxy sets `stream = True` before the header hooks for a body over
+    stream_large_bodies, however small counter_stream_threshold leaves it: counted all the
+    same."""
+    running = counting_proxy()
+    f = flow("/up", "POST")
+    f.request.headers["content-length"] = "5000"
+    f.request.stream = True
+    running.proxy.requestheaders(f)
+    f.response = tutils.tresp(content=None)
+    f.response.headers["content-length"] = "7000"
+    f.response.stream = True
+    running.proxy.responseheaders(f)
+    request_stream, response_stream = f.request.stream, f.response.stream
+    assert isinstance(request_stream, Passing) and isinstance(response_stream, Passing)
+    request_stream(b"x" * 5000)
+    response_stream(b"y" * 7000)
+    running.proxy.response(f)
+    assert counted(running) == (5000, 7000)
+    await running.proxy.counting.done()
 
 
 async def test_both_bodies_count_when_the_response_ends(counting_proxy: MakeProxy) -> None:
