@@ -65,9 +65,9 @@ def echo(ws: ClientConnection, message: Message) -> None:
 # --- Volumes: many messages, sizes from 16 bytes to 4 MiB, none kept by the test ------------------
 
 SMALLEST = 16
-# The sender runs at most this far ahead of what came back (more than LARGE): a client that
-# floods the proxy makes mitmproxy buffer what it reads while a message's hooks run, whatever
-# the addon keeps.
+# The sender runs at most this far ahead of what came back (more than LARGE). mitmproxy reads on
+# while a message's hooks run and buffers what it read, whatever the addon keeps: a client that
+# outruns its hooks (tiny messages, a slow machine) would grow it (docs/protocols.md).
 WINDOW = 16 * 1024 * 1024
 # Every fifth message is text, from this alphabet (ASCII and not).
 ALPHABET = string.ascii_letters + string.digits + " .,;{}\"'éüß✓€🙂"
