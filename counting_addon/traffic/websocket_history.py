@@ -12,7 +12,7 @@ it closes. The list is a history, for people to look at, and nothing else needs 
 - addons read the newest one, `flow.websocket.messages[-1]`, during its own hook (the hook's
   documented contract). Some run after this addon: mitmdump's Dumper, which prints each message
   (an IndexError on an empty list, the wrong message on a shortened one), and mitmweb's
-  Intercept and View (the View's update pushes the flow to the browser);
+  Intercept; then the `update` hook, by which mitmweb's View pushes the flow to the browser;
 - mitmweb reads the whole list when asked (tools/web/app.py: the flow's count and total length
   of messages, and the messages themselves), as do `save_stream_file`, HAR export, `cut` and
   `export` when a flow is saved or exported.
@@ -21,7 +21,8 @@ So a message older than the newest may go at any time: mitmweb then shows the la
 as many as fit. The newest stays for the rest of its own hook; one that does not fit on its
 own is dropped just after, once every addon has seen it (`call_soon`: mitmproxy calls every
 addon's hook of one message, and the update hook after them, in one step of one task unless
-an addon's hook awaits something).
+an addon's hook awaits something). A message too large to keep is gone from mitmweb while an
+intercept holds it.
 
 Each message counts at its payload plus what mitmproxy holds for it besides (MESSAGE_OVERHEAD):
 a budget of payload bytes alone would let an endless run of empty messages grow without bound.
