@@ -5,19 +5,10 @@ from __future__ import annotations
 from mitmproxy import http
 from mitmproxy.addonmanager import Loader
 from mitmproxy.net.http.http1 import expected_http_body_size
-from mitmproxy.utils import human
 
-from counting_addon.options import parsed, reported_cleanly
+from counting_addon.options import parse_size, parsed, reported_cleanly
 from counting_addon.traffic.body_bytes import stream_counting
 from counting_addon.traffic.body_length import framing, unknown_length
-
-
-def parse_threshold(value: str) -> int:
-    """A size in bytes, or with a k/m/g suffix: 0 or more."""
-    threshold = human.parse_size(value)
-    if threshold is None or threshold < 0:
-        raise ValueError("must be a size of 0 or more, such as 1m")
-    return threshold
 
 
 class StreamBodies:
@@ -44,7 +35,7 @@ class StreamBodies:
     @reported_cleanly
     def configure(self, updated: set[str]) -> None:
         if "counter_stream_threshold" in updated:
-            self.threshold = parsed("counter_stream_threshold", parse_threshold)
+            self.threshold = parsed("counter_stream_threshold", parse_size)
 
     def _should_stream(self, request: http.Request, response: http.Response | None) -> bool:
         try:

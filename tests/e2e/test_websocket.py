@@ -25,9 +25,7 @@ from websockets.sync.client import connect
 
 from tests.support.http_client import STATUS_KEYS, counter_of, send
 from tests.support.processes import ProxyFactory, wait_for
-from tests.support.websocket import TIMEOUT, Message, echo, websocket, ws_url
-
-LARGE = 4 * 1024 * 1024
+from tests.support.websocket import LARGE, TIMEOUT, Message, echo, websocket, ws_url
 
 
 def mixed_messages(rng: random.Random) -> list[Message]:

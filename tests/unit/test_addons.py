@@ -30,6 +30,7 @@ class TestOptions:
             assert tctx.options.counter_key == "counter"
             assert tctx.options.counter_status_path == "/status"
             assert tctx.options.counter_stream_threshold == "1m"
+            assert tctx.options.counter_websocket_history == "256k"
             assert tctx.options.counter_metrics_path == "/metrics"
             assert tctx.options.counter_allow_from == ""
 
@@ -57,6 +58,8 @@ class TestOptions:
             ("counter_stream_threshold", "lots"),
             ("counter_stream_threshold", "-1"),
             ("counter_stream_threshold", ""),
+            ("counter_websocket_history", "lots"),
+            ("counter_websocket_history", "-1"),
             ("counter_metrics_path", "metrics"),
             ("counter_metrics_path", "/metrics?x"),
             ("counter_metrics_path", " "),
