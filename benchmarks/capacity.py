@@ -60,6 +60,14 @@ from tests.support.debian_redis import REDIS_SERVER, ServerProcess, client, free
 ROOT = Path(__file__).resolve().parent.parent
 OUT = ROOT / "docs" / "benchmarks" / "capacity.md"
 REDIS_BENCHMARK = Path("/usr/bin/redis-benchmark")
+# Measured by benchmarks/series_cap.py (instructions.md), not by this benchmark.
+SERIES_COST = (
+    "- These batches count no series. With `counter_by`, each distinct series in a batch "
+    "costs Redis about 13 k instructions more, on some 127 k for a batch without "
+    "([instructions.md](instructions.md#redis-side-the-batch-script-below-and-at-the-cap)): "
+    "plan for about 1/2.2 of the calls per CPU-second above with 10 distinct series per "
+    "batch, 1/8 with 70."
+)
 KEY = "counter"
 # One batch of a proxy under load: 0.1 s at ~700 requests/s (one mitmdump's core, see
 # results.md), nearly all 2xx and a few 4xx, so that the script increments two hash fields.
@@ -136,7 +144,9 @@ async def _run_job(job: Job) -> Outcome:
 
     async def write(i: int) -> None:
         sequence[i] += 1
-        call = ScriptCall.of(keys[i], Batch(sequence[i], BATCH_REQUESTS, BATCH_RESPONSES))
+        call = ScriptCall.of(
+            keys[i], Batch(sequence[i], BATCH_REQUESTS, BATCH_RESPONSES), now=time.time()
+        )
         # The product's own call: EVALSHA, no pipeline, no WAIT (counter_redis_replicas=0).
         await writers[i].run_script(scripts[i], call.keys, call.args, 0)
 
@@ -363,7 +373,7 @@ def redis_benchmark(
     per call (a random one: redis-benchmark can't count up a sequence), so that every call
     applies a batch; and the probe beside it."""
     sha = admin.script_load(APPLY_BATCH)
-    call = ScriptCall.of(BatchKeys.of(KEY, "__rand_int__"), BATCH)
+    call = ScriptCall.of(BatchKeys.of(KEY, "__rand_int__"), BATCH, now=time.time())
     # A bound in count that outlasts the window below 60k calls/s; past it, its own figure.
     count = int(seconds * 60_000)
     command = [
@@ -419,12 +429,12 @@ def memory(admin: redis.Redis, keys: int = 10_000) -> Memory:
     """MEMORY USAGE of each kind of key; and used_memory before and after `keys` writer keys."""
     admin.flushall()
     sha = admin.script_load(APPLY_BATCH)
-    call = ScriptCall.of(BatchKeys.of(KEY, uuid.uuid4().hex), BATCH)
+    call = ScriptCall.of(BatchKeys.of(KEY, uuid.uuid4().hex), BATCH, now=time.time())
     admin.evalsha(sha, len(call.keys), *call.keys, *call.args)
     base = int(admin.info("memory")["used_memory"])
     with admin.pipeline(transaction=False) as pipe:
         for _ in range(keys):
-            each = ScriptCall.of(BatchKeys.of(KEY, uuid.uuid4().hex), BATCH)
+            each = ScriptCall.of(BatchKeys.of(KEY, uuid.uuid4().hex), BATCH, now=time.time())
             pipe.evalsha(sha, len(each.keys), *each.keys, *each.args)
         pipe.execute()
     grown = int(admin.info("memory")["used_memory"]) - base
@@ -598,6 +608,7 @@ def report(rows: Sequence[Row], memory_figures: Memory, seconds: float, took: fl
         *planning(rows, "AOF everysec"),
         f"- One writer alone, back to back: {ms(first.percentile(50))} ms per write (p50), "
         "the floor of a write's latency on loopback.",
+        SERIES_COST,
         "",
         "## Memory and writer keys",
         "",

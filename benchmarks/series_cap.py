@@ -104,7 +104,7 @@ def calls(case: Case, count: int) -> Iterator[ScriptCall]:
         batch = Batch(
             seq, sum(share) or REQUESTS, RESPONSES, series=tuple(zip(series, share, strict=True))
         )
-        yield ScriptCall.of(keys, batch, case.spec)
+        yield ScriptCall.of(keys, batch, case.spec, now=time.time())
 
 
 def prefill(admin: redis.Redis, call: ScriptCall, case: Case) -> None:

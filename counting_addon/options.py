@@ -10,6 +10,7 @@ from collections.abc import Callable, Iterator
 from typing import Any
 
 from mitmproxy import ctx, exceptions
+from mitmproxy.utils import human
 
 logger = logging.getLogger(__name__)
 
@@ -18,6 +19,17 @@ def parsed[T](option: str, parse: Callable[[Any], T]) -> T:
     """The value of `option` as `parse` makes it (a pure function raising ValueError)."""
     with blaming(option):
         return parse(getattr(ctx.options, option))
+
+
+def parse_size(value: str) -> int:
+    """A size in bytes, or with a k, m or g suffix (1024-based): 0 or more."""
+    try:
+        size = human.parse_size(value)
+    except ValueError:
+        size = None
+    if size is None or size < 0:
+        raise ValueError(f"{value!r} must be a size of 0 or more, such as 1m or 256k")
+    return size
 
 
 @contextlib.contextmanager

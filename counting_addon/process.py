@@ -51,6 +51,9 @@ class ProcessStats:
 
     requests: int = 0
     responses: dict[CodeClass, int] = field(default_factory=no_responses)
+    # Body bytes as they travelled (traffic/body_bytes.py), WebSocket messages' included.
+    request_bytes: int = 0
+    response_bytes: int = 0
     request_duration: Histogram = field(default_factory=lambda: Histogram(DURATION_BUCKETS))
     redis_writes: int = 0
     redis_write_duration: Histogram = field(default_factory=lambda: Histogram(WRITE_BUCKETS))

@@ -12,13 +12,15 @@ from counting_addon.endpoints.rules import Endpoints, is_endpoint_flow
 from counting_addon.traffic.chunking import FrameUnknownLengthBodies
 from counting_addon.traffic.counting import CountRequests, Shutdown
 from counting_addon.traffic.streaming import StreamBodies
+from counting_addon.traffic.websocket_history import BoundWebSocketHistory
 
 
 class CountingProxy(CounterCommands):
     """The whole addon: the proxy's own endpoints (/status, /metrics, and who may ask them),
-    the request and response counter, body streaming and the framing of HTTP/2 bodies of
-    unknown length, each a part by name; and the counter's commands (counter.get, .reset,
-    .flush), inherited, so that mitmproxy has no child addon to walk on every hook it calls.
+    the request and response counter, body streaming, the framing of HTTP/2 bodies of unknown
+    length and the bound on each WebSocket's history of messages, each a part by name; and the
+    counter's commands (counter.get, .reset, .flush), inherited, so that mitmproxy has no child
+    addon to walk on every hook it calls.
 
     mitmproxy sees this one addon, which hands each hook to the parts that have it, in order.
     mitmproxy charges every addon that has a hook about 15,000 instructions per call (it looks
@@ -38,15 +40,17 @@ class CountingProxy(CounterCommands):
         self.access = self.endpoints.access
         self.streaming = StreamBodies()
         self.framing = FrameUnknownLengthBodies()
+        self.websocket_history = BoundWebSocketHistory()
 
     def load(self, loader: Loader) -> None:
-        for part in (self.endpoints, self.counting, self.streaming):
+        for part in (self.endpoints, self.counting, self.streaming, self.websocket_history):
             part.load(loader)
 
     def configure(self, updated: set[str]) -> None:
         self.endpoints.configure(updated)
         self.counting.configure(updated)
         self.streaming.configure(updated)
+        self.websocket_history.configure(updated)
 
     def requestheaders(self, flow: http.HTTPFlow) -> None:
         if flow.error is not None:
@@ -77,6 +81,13 @@ class CountingProxy(CounterCommands):
         if not is_endpoint_flow(flow):
             self.counting.error(flow)
             self.framing.error(flow)
+
+    def websocket_message(self, flow: http.HTTPFlow) -> None:
+        if not is_endpoint_flow(flow):
+            self.counting.websocket_message(flow)
+            # After the counting, which reads the newest message: the history may drop it
+            # (once every addon has seen it, websocket_history.py).
+            self.websocket_history.websocket_message(flow)
 
     def tls_established_server(self, data: tls.TlsData) -> None:
         self.framing.tls_established_server(data)

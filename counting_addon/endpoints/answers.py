@@ -34,12 +34,15 @@ def respond(flow: http.HTTPFlow, response: http.Response) -> None:
         response.raw_content = b""
 
 
-async def read_shared(counter: RedisCounter, within: float) -> Shared | Failure:
-    """The shared counts once this process's are written (counter.py), or why they can't be
-    had within `within` s: the failure a read met, else the one the writer is in."""
+async def read_shared(
+    counter: RedisCounter, within: float, windows: bool = False
+) -> Shared | Failure:
+    """The shared counts once this process's are written (counter.py), with the `windows` if
+    asked, or why they can't be had within `within` s: the failure a read met, else the one
+    the writer is in."""
     try:
         async with asyncio.timeout(within):
-            return await counter.read_shared()
+            return await counter.read_shared(windows)
     except CounterUnavailable as e:
         return e.failure
     except TimeoutError:

@@ -71,6 +71,18 @@ class CountingCollector(Collector):
                 "Every instance reports them: take the max, never the sum.",
                 self.shared.responses,
             )
+            yield CounterMetricFamily(
+                PREFIX + "shared_request_bytes",
+                "Request body bytes received from clients, counted in Redis by every proxy "
+                "sharing the key. Take the max across instances, never the sum.",
+                value=self.shared.request_bytes,
+            )
+            yield CounterMetricFamily(
+                PREFIX + "shared_response_bytes",
+                "Response body bytes sent to clients, counted in Redis by every proxy sharing "
+                "the key. Take the max across instances, never the sum.",
+                value=self.shared.response_bytes,
+            )
             if self.shared.series is not None:
                 by = CounterMetricFamily(
                     PREFIX + "shared_requests_by",
@@ -89,6 +101,18 @@ class CountingCollector(Collector):
             PREFIX + "responses",
             "Responses this process passed to clients, by status class.",
             stats.responses,
+        )
+        yield CounterMetricFamily(
+            PREFIX + "request_bytes",
+            "Request body bytes this process received from clients (WebSocket messages "
+            "included), as they travelled: no chunked or frame overhead, compressed if sent so.",
+            value=stats.request_bytes,
+        )
+        yield CounterMetricFamily(
+            PREFIX + "response_bytes",
+            "Response body bytes this process sent to clients (WebSocket messages included), "
+            "as they travelled: no chunked or frame overhead, compressed if sent so.",
+            value=stats.response_bytes,
         )
         yield histogram(
             PREFIX + "request_duration_seconds",

@@ -1,7 +1,8 @@
-"""The /status endpoint: the shared count and this process's uptime, as JSON."""
+"""The /status endpoint: the shared counts and this process's uptime, as JSON."""
 
 from __future__ import annotations
 
+from dataclasses import asdict
 from typing import TYPE_CHECKING
 
 from mitmproxy import http
@@ -26,7 +27,8 @@ def by_series(labels: tuple[str, ...], series: dict[Values, int]) -> list[dict[s
 
 class StatusEndpoint:
     """Answers GET on the status path (counter_status_path, rules.py) with the shared count
-    and this process's uptime, and the series when counted by labels; 503 with the reason
+    and this process's uptime, then the shared requests of the last minute, hour and day and
+    the body bytes both ways, and the series when counted by labels; 503 with the reason
     while Redis can't say."""
 
     name = "status"
@@ -39,9 +41,13 @@ class StatusEndpoint:
     async def answer(self, flow: http.HTTPFlow) -> http.Response:
         counter = self.counting.counter
         assert counter, "configure() runs before any flow"
-        shared = await read_shared(counter, self.read_timeout)
+        shared = await read_shared(counter, self.read_timeout, windows=True)
         if isinstance(shared, Shared):
             body: dict[str, object] = {"counter": shared.requests, "uptime": PROCESS.uptime()}
+            if shared.windows is not None:
+                body.update(asdict(shared.windows))
+            body["request_bytes"] = shared.request_bytes
+            body["response_bytes"] = shared.response_bytes
             if shared.series is not None:
                 body["by"] = by_series(counter.series.labels, shared.series)
             return json_response(200, body)

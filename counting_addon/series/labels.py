@@ -123,7 +123,7 @@ class Labeller:
 
     def __init__(self, labels: tuple[Label, ...], routes: Routes) -> None:
         self.labels = labels
-        self.templates = routes.templates
+        self.routes = routes
         self._values = tuple(self._value_of(label, routes) for label in labels)
 
     @staticmethod

@@ -66,6 +66,13 @@ class Routes:
         alternatives = (f"(?P<r{i}>{_pattern(t)})" for i, t in enumerate(self.templates))
         self._regex = re.compile("|".join(alternatives)) if self.templates else None
 
+    def __eq__(self, other: object) -> bool:
+        """The same templates in the same order: the same routes for every path."""
+        return isinstance(other, Routes) and self.templates == other.templates
+
+    def __hash__(self) -> int:
+        return hash(self.templates)
+
     def route(self, path: str) -> str:
         """The route of a request path (its query string, if any, ignored)."""
         if self._regex is None:

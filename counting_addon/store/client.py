@@ -132,12 +132,6 @@ class RedisClient:
         await self.client.initialize()
         return self.client.get_node_from_key(key)
 
-    async def read(self, script: AsyncScript, keys: list[str]) -> list[Any]:
-        """The read script's reply (batch.py's READ_COUNTS): every count from one moment, in
-        one round trip."""
-        values: list[Any] = await script(keys, [])
-        return values
-
     async def eviction_policy(self, key: str) -> str | None:
         """Redis's maxmemory-policy on the node holding `key`; None where CONFIG GET is
         refused (an ACL without it, a managed service that renamed it)."""

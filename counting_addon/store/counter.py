@@ -13,6 +13,7 @@ import logging
 import random
 import time
 import uuid
+from collections.abc import Callable
 
 from counting_addon.code_class import CodeClass
 from counting_addon.process import PROCESS
@@ -23,7 +24,7 @@ from counting_addon.store.failures import Failure, classify, not_an_integer
 from counting_addon.store.health import Health
 from counting_addon.store.ledger import Ledger, Values
 from counting_addon.store.lifecycle import BACKOFF_CAP, Lifecycle, Phase
-from counting_addon.store.shared import NO_SERIES, SeriesSpec, Shared, parse_shared
+from counting_addon.store.shared import NO_SERIES, TOTALS, Reads, SeriesSpec, Shared, parse_shared
 from counting_addon.store.url import RedisTarget
 
 logger = logging.getLogger(__name__)
@@ -60,8 +61,12 @@ class RedisCounter:
     It counts requests (`add`) and responses by class (`add_response`), which go to Redis in
     the same batches, and keeps the shared values the latest write or read brought back
     (`latest`). With a `series` spec, requests also count by their label values, in the same
-    batches (the series sum to the requests counted since a reset). `backoff_cap` and
-    `wait_timeout` bound the waits after a failed write and for replicas (tests shorten them).
+    batches (the series sum to the requests counted since a reset). Each request is stamped
+    with the second it arrived in, which its batch credits to the buckets of the last minute,
+    hour and day (windows.py); body bytes (`add_bytes`) go in the same batches too.
+    `backoff_cap` and `wait_timeout` bound the waits after a failed write and for replicas
+    (tests shorten them). `clock` gives the time the buckets' lifetimes and the windows read
+    count from (Unix seconds; tests move it).
     """
 
     def __init__(
@@ -73,6 +78,7 @@ class RedisCounter:
         *,
         backoff_cap: float = BACKOFF_CAP,
         wait_timeout: float = WAIT_TIMEOUT,
+        clock: Callable[[], float] = time.time,
     ) -> None:
         self.target = target
         self.key = key
@@ -80,6 +86,7 @@ class RedisCounter:
         # has it. Changed in place by an option change.
         self.replicas = replicas
         self.series = series
+        self.clock = clock
         self.ledger = Ledger()
         self.lifecycle = Lifecycle(backoff_cap)
         self.health = Health()
@@ -89,8 +96,8 @@ class RedisCounter:
         # The series the latest read (or flush) brought back, which the background writes,
         # ten a second, don't ask for; None before any.
         self.latest_series: dict[Values, int] | None = None
-        # A flush asked for the series back with its write.
-        self._series_asked = False
+        # What a flush asked to have back with its write.
+        self._asked = TOTALS
         self.redis = RedisClient(target, wait_timeout)
         self._apply = self.redis.client.register_script(APPLY_BATCH)
         self._read = self.redis.client.register_script(READ_COUNTS)
@@ -124,10 +131,18 @@ class RedisCounter:
         """Counts not yet acknowledged by Redis."""
         return self.ledger.unwritten
 
-    def add(self, values: Values | None = None) -> None:
-        """One request, in the series of its label `values` when counted by labels."""
-        self.ledger.add(series=values)
+    def add(self, values: Values | None = None, second: int | None = None) -> None:
+        """One request, in the series of its label `values` when counted by labels, whose
+        headers arrived in the whole Unix `second` (None: in no window)."""
+        self.ledger.add(series=values, second=second)
         self._start()
+        self._wake.set()
+
+    def add_bytes(self, request: int, response: int) -> None:
+        """Body bytes: `request` received from a client, `response` sent to one."""
+        self.ledger.add_bytes(request, response)
+        if self._task is None:  # a flow counted by the counter this one replaced
+            self._start()
         self._wake.set()
 
     def add_response(self, code_class: CodeClass) -> None:
@@ -139,7 +154,7 @@ class RedisCounter:
     def flush(self) -> None:
         """Have the writer write what is pending now, without waiting out WRITE_INTERVAL, and
         bring the series back (`latest_series`)."""
-        self._series_asked = bool(self.series.labels)
+        self._asked = self._asked | Reads(series=bool(self.series.labels))
         self._hurry.set()
         self._start()
         self._wake.set()
@@ -164,7 +179,7 @@ class RedisCounter:
         except RuntimeError:
             # No loop: nothing was ever counted or connected from one, and no writer will run
             # to meet a deadline.
-            self.lifecycle.retire(0.0, bound)
+            self.lifecycle.retire(None, bound)
             return
         if not self.lifecycle.retire(loop.time(), bound):
             return
@@ -206,32 +221,34 @@ class RedisCounter:
         """The shared request count; as `read_shared`."""
         return (await self.read_shared()).requests
 
-    async def read_shared(self) -> Shared:
-        """Requests and responses by class in Redis once this process's counts (and resets)
-        are written; CounterUnavailable if they can't be read.
+    async def read_shared(self, windows: bool = False) -> Shared:
+        """The shared counts in Redis once this process's counts (and resets) are written,
+        with the series when counted by labels and, if asked, the `windows`;
+        CounterUnavailable if they can't be read.
 
-        The one read path (/status, /metrics, and `latest` for counter.get): one round trip
-        when the write that took our counts brought the values back, else one pipelined
-        GET + HMGET. Waits as long as Redis is away: callers bound it with a timeout.
+        The one read path (/status, /metrics, and `latest` for counter.get): one round trip,
+        the write that took our counts bringing the values back, or the read script. Waits as
+        long as Redis is away: callers bound it with a timeout.
         """
-        series = bool(self.series.labels)
-        latest = self.latest if await self._write_through(series) else None
-        if latest is not None and (latest.series is not None or not series):
+        reads = Reads(bool(self.series.labels), windows)
+        latest = self.latest if await self._write_through(reads) else None
+        if latest is not None and reads.covered_by(latest):
             return latest
+        call = ScriptCall.read(self.keys, reads, now=self.clock())
         try:
-            values = await self.redis.read(self._read, self.keys.read(series))
+            values = await self._read(call.keys, call.args)
         except Exception as e:  # whatever it is, the endpoints answer rather than fail
             raise self._unavailable(self._classify(e)) from None
-        shared = parse_shared(values, series)
+        shared = parse_shared(values, reads)
         if shared is None:
             raise self._unavailable(not_an_integer(self.key))
         self.health.answered()
         self._keep(shared)
         return shared
 
-    async def _write_through(self, series: bool) -> bool:
+    async def _write_through(self, reads: Reads) -> bool:
         """Wait until every count and reset made so far is written; whether a write was needed.
-        A write made here brings the series back too, with `series`."""
+        A write made here brings back `reads` too."""
         mark = self.ledger.mark()
         if self.ledger.written_through(mark):
             return False
@@ -240,7 +257,7 @@ class RedisCounter:
                 # Writing here rather than waking the writer saves /status two trips
                 # through a busy event loop. Should it fail, the writer takes over.
                 with contextlib.suppress(Exception):
-                    await self._write_batch(with_series=series)
+                    await self._write_batch(reads)
             else:
                 self._hurry.set()
                 await self._progress.wait()
@@ -281,7 +298,7 @@ class RedisCounter:
                 continue
             await self._gather_counts()
             try:
-                await self._write_batch(with_series=self._series_asked)
+                await self._write_batch(self._asked)
             except Exception:  # whatever it is, the counts must not stop being written
                 failures += 1
                 await self._back_off(failures)
@@ -306,15 +323,15 @@ class RedisCounter:
                 f"{self.target.redacted} are written"
             )
 
-    async def _write_batch(self, with_series: bool = False) -> None:
+    async def _write_batch(self, reads: Reads = TOTALS) -> None:
         """Write the batch due, if any; one writer at a time, the background task or a reader
-        (who may ask for the series back, `with_series`)."""
+        (who may ask for more back, `reads`)."""
         async with self._writing:
             batch = self.ledger.next_batch()
             if batch is None:  # a reader wrote it while the writer waited
                 return
             self._last_write = time.monotonic()
-            call = ScriptCall.of(self.keys, batch, self.series, with_series)
+            call = ScriptCall.of(self.keys, batch, self.series, reads, now=self.clock())
             try:
                 values = await self.redis.run_script(
                     self._apply, call.keys, call.args, self.replicas
@@ -333,9 +350,9 @@ class RedisCounter:
                     f"the counts under key {self.key!r} at {self.target.redacted} are reset to 0"
                 )
             # A value that is not an integer leaves readers to report it.
-            self._keep(parse_shared(values, with_series))
-            if with_series:
-                self._series_asked = False
+            self._keep(parse_shared(values, call.reads))
+            if reads | self._asked == reads:  # what a flush asked for came back
+                self._asked = TOTALS
             if self.health.wrote():
                 logger.info(f"Redis is back to accepting counts ({self.target.redacted})")
             self._progress.set()

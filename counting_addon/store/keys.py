@@ -57,3 +57,14 @@ def series_key(key: str, labels: str) -> str:
 def series_lists_key(key: str) -> str:
     """The set of the series hashes written beside counter `key`, which a reset deletes."""
     return f"{_prefix(key)}:by"
+
+
+def bytes_key(key: str) -> str:
+    """The hash of body bytes, fields `request` and `response`, beside counter `key`."""
+    return f"{_prefix(key)}:bytes"
+
+
+def window_key(key: str, tag: str, bucket: int) -> str:
+    """One bucket of requests over time beside counter `key` (windows.py): `tag` names its
+    length (s, m, h), `bucket` is the number of such lengths since the epoch."""
+    return f"{_prefix(key)}:{tag}:{bucket}"

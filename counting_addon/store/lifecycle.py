@@ -34,13 +34,14 @@ class Lifecycle:
         # The counts left to write when the retirement was announced; 0 if none was.
         self.left_at_retirement = 0
 
-    def retire(self, now: float, bound: float) -> bool:
-        """Counting → retired, the writer giving up `bound` s from `now`. False (nothing
-        changes) if the counter is retired or shutting down already."""
+    def retire(self, now: float | None, bound: float) -> bool:
+        """Counting → retired, the writer giving up `bound` s from `now`; with no `now` (no
+        event loop: no writer ever ran, nothing was counted), with no deadline to meet. False
+        (nothing changes) if the counter is retired or shutting down already."""
         if self.phase is not Phase.COUNTING:
             return False
         self.phase = Phase.RETIRED
-        self.deadline = now + bound
+        self.deadline = None if now is None else now + bound
         return True
 
     def announce_retirement(self, unwritten: int) -> bool:

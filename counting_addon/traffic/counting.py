@@ -21,6 +21,7 @@ from counting_addon.store.keys import parse_key
 from counting_addon.store.shared import SeriesSpec
 from counting_addon.store.url import DEFAULT_URL, default_url, parse
 from counting_addon.traffic import received
+from counting_addon.traffic.body_bytes import passed
 from counting_addon.traffic.in_flight import InFlight
 
 logger = logging.getLogger(__name__)
@@ -81,9 +82,11 @@ class Shutdown:
 
 
 class CountRequests:
-    """Counts each proxied request once, at its headers, and its response once, in the class
-    of the status code the client received (received.py), in Redis and in this
-    process's figures (process.py). Sees proxied flows only (proxy.py).
+    """Counts each proxied request once, at its headers (stamped with the second they arrived
+    in, for the windows), and its response once, in the class of the status code the client
+    received (received.py), with the body bytes both ways (body_bytes.py), in Redis and in
+    this process's figures (process.py); and a WebSocket's messages' bytes as they pass.
+    Sees proxied flows only (proxy.py).
 
     `drain_timeout` and `close_timeout` bound the shutdown's two waits (tests shorten them).
     """
@@ -167,10 +170,7 @@ class CountRequests:
                 check_routes_for(labels, routes)
             if not labels:
                 labeller = None
-            elif labeller is None or (labeller.labels, labeller.templates) != (
-                labels,
-                routes.templates,
-            ):
+            elif labeller is None or (labeller.labels, labeller.routes) != (labels, routes):
                 labeller = Labeller(labels, routes)
         if COUNTER_OPTIONS & updated:
             target = parsed("counter_redis_url", parse)
@@ -209,7 +209,9 @@ class CountRequests:
             return
         assert self.counter, "configure() runs before any flow"
         labeller = self.labeller
-        self.counter.add(None if labeller is None else labeller.values(flow))
+        # mitmproxy stamps the request when its headers arrive: the instance's own clock.
+        second = int(flow.request.timestamp_start)
+        self.counter.add(None if labeller is None else labeller.values(flow), second)
         PROCESS.stats.requests += 1
         self.in_flight.started(flow.id)
 
@@ -218,12 +220,37 @@ class CountRequests:
     def response(self, flow: http.HTTPFlow) -> None:
         assert flow.response
         self._count_response(flow, code_class(flow.response.status_code))
+        self._count_bytes(passed(flow.request, True), passed(flow.response, True))
         self.in_flight.ended(flow.id)
 
     def error(self, flow: http.HTTPFlow) -> None:
         if REFUSED_FLOW not in flow.metadata:
             self._count_response(flow, received.on_error(flow))
+            # A request's body came whole if mitmproxy stamped its end (just before the request
+            # hook); a response's, cut short, counts only what streamed past.
+            complete = flow.request.timestamp_end is not None
+            self._count_bytes(passed(flow.request, complete), passed(flow.response, False))
             self.in_flight.ended(flow.id)
+
+    def websocket_message(self, flow: http.HTTPFlow) -> None:
+        """A WebSocket message passed: its payload counts as request bytes from the client,
+        response bytes to it, at once (a WebSocket open for a day is not invisible for a
+        day)."""
+        assert flow.websocket
+        message = flow.websocket.messages[-1]
+        size = len(message.content)
+        if message.from_client:
+            self._count_bytes(size, 0)
+        else:
+            self._count_bytes(0, size)
+
+    def _count_bytes(self, request: int, response: int) -> None:
+        if request or response:
+            assert self.counter, "configure() runs before any flow"
+            self.counter.add_bytes(request, response)
+            stats = PROCESS.stats
+            stats.request_bytes += request
+            stats.response_bytes += response
 
     def _count_response(self, flow: http.HTTPFlow, received: CodeClass | None) -> None:
         if received is None:

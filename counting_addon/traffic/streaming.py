@@ -5,25 +5,18 @@ from __future__ import annotations
 from mitmproxy import http
 from mitmproxy.addonmanager import Loader
 from mitmproxy.net.http.http1 import expected_http_body_size
-from mitmproxy.utils import human
 
-from counting_addon.options import parsed, reported_cleanly
+from counting_addon.options import parse_size, parsed, reported_cleanly
+from counting_addon.traffic.body_bytes import stream_counting
 from counting_addon.traffic.body_length import framing, unknown_length
-
-
-def parse_threshold(value: str) -> int:
-    """A size in bytes, or with a k/m/g suffix: 0 or more."""
-    threshold = human.parse_size(value)
-    if threshold is None or threshold < 0:
-        raise ValueError("must be a size of 0 or more, such as 1m")
-    return threshold
 
 
 class StreamBodies:
     """Streams every body that is large or of unknown length; buffers small declared ones.
 
     Buffered bodies show up in mitmweb, and small messages skip streaming's per-chunk cost.
-    Sees proxied flows only (proxy.py).
+    A streamed body's bytes are counted as they pass (body_bytes.py). Sees proxied flows only
+    (proxy.py).
     """
 
     def __init__(self) -> None:
@@ -42,7 +35,7 @@ class StreamBodies:
     @reported_cleanly
     def configure(self, updated: set[str]) -> None:
         if "counter_stream_threshold" in updated:
-            self.threshold = parsed("counter_stream_threshold", parse_threshold)
+            self.threshold = parsed("counter_stream_threshold", parse_size)
 
     def _should_stream(self, request: http.Request, response: http.Response | None) -> bool:
         try:
@@ -55,19 +48,25 @@ class StreamBodies:
         return size is None or size < 0 or size > self.threshold
 
     def requestheaders(self, flow: http.HTTPFlow) -> None:
-        if unknown_length(flow.request):
-            # Streamed only if a body does follow: mitmproxy knows, an addon can't yet.
-            flow.request.stream = True
+        if flow.request.stream is True or unknown_length(flow.request):
+            # True: mitmproxy's own stream_large_bodies streams it already (its
+            # check_body_size runs before this hook): streamed the same, counting its bytes.
+            # Unknown length: streamed only if a body does follow (mitmproxy knows, an addon
+            # can't yet).
+            stream_counting(flow.request)
             return
         # Most requests have no body: skip the full check, which costs more than everything
         # else the addon does per request.
         if framing(flow.request.headers) == (None, False):
             return
         if self._should_stream(flow.request, None):
-            flow.request.stream = True
+            stream_counting(flow.request)
 
     def responseheaders(self, flow: http.HTTPFlow) -> None:
         assert flow.response
+        if flow.response.stream is True:  # stream_large_bodies, as for a request
+            stream_counting(flow.response)
+            return
         # The common case, a small declared length, is buffered whatever else is true of it.
         length, transfer_encoding = framing(flow.response.headers)
         if (
@@ -78,4 +77,4 @@ class StreamBodies:
         ):
             return
         if self._should_stream(flow.request, flow.response):
-            flow.response.stream = True
+            stream_counting(flow.response)

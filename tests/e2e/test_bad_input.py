@@ -30,6 +30,7 @@ BAD_OPTIONS = [
     ("counter_status_path=/a?b", "counter_status_path"),
     ("counter_stream_threshold=lots", "counter_stream_threshold"),
     ("counter_stream_threshold=-1", "counter_stream_threshold"),
+    ("counter_websocket_history=lots", "counter_websocket_history"),
     ("counter_metrics_path=metrics", "counter_metrics_path"),
     ("counter_metrics_path=/status", "counter_metrics_path"),
     ("counter_allow_from=10.0.0.256", "counter_allow_from"),

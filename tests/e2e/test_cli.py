@@ -34,6 +34,7 @@ OPTIONS = [
     "counter_metrics_path",
     "counter_allow_from",
     "counter_stream_threshold",
+    "counter_websocket_history",
 ]
 
 

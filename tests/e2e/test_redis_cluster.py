@@ -23,7 +23,13 @@ from pathlib import Path
 import httpx
 import pytest
 
-from counting_addon.store.keys import responses_key, series_key, series_lists_key, writer_key
+from counting_addon.store.keys import (
+    responses_key,
+    series_key,
+    series_lists_key,
+    window_key,
+    writer_key,
+)
 from tests.support.http_client import (
     counter_is,
     counter_of,
@@ -91,20 +97,25 @@ def send_concurrently(url: str, count: int = REQUESTS) -> None:
 
 def assert_stored_beside(cluster: Cluster, key: str, expected: int) -> None:
     """`key` holds `expected` on the primary that owns its slot, and so do its responses
-    (every one a 2xx) and at least one writer key, all on that node, none elsewhere; the admin
-    client (following the cluster's topology) reads the same."""
+    (every one a 2xx), its hour buckets (all of today's requests: windows.py) and at least
+    one writer key, all on that node, none elsewhere; the admin client (following the
+    cluster's topology) reads the same."""
     owner = cluster.owner_of(key)
     writers = writer_key(key, "*")
+    hours = window_key(key, "h", 0).removesuffix("0") + "*"  # every hour bucket
     with cluster.node_client(owner) as node:
         assert node.get(key) == str(expected)
         assert node.hgetall(responses_key(key)) == {"2xx": str(expected)}
         found = list(node.scan_iter(match=writers, count=1000))
+        buckets = list(node.scan_iter(match=hours, count=1000))
+        assert sum(int(node.get(bucket) or 0) for bucket in buckets) == expected
     assert found, f"no {writers} on port {owner}, the owner of {key!r}"
-    assert {slot_of(k) for k in found} == {slot_of(key)}, found
+    assert {slot_of(k) for k in found + buckets} == {slot_of(key)}, found + buckets
     for port in cluster.primary_ports():
         if port != owner:
             with cluster.node_client(port) as other:
                 found_there = list(other.scan_iter(match=writers, count=1000))
+                found_there += list(other.scan_iter(match=hours, count=1000))
                 found_there += list(other.scan_iter(match=responses_key(key), count=1000))
                 assert found_there == [], (port, found_there)
     with cluster.admin() as admin:
@@ -165,11 +176,13 @@ def test_counts_exactly_with_a_tagged_key(
 def series_keys(cluster: Cluster, key: str) -> dict[int, set[str]]:
     """The keys of counts by series beside counter `key` (`{key}:by` and `{key}:by:<list>`), by
     the port of the primary holding them."""
-    pattern = series_lists_key(key) + "*"
+    lists = series_lists_key(key)
     found: dict[int, set[str]] = {}
     for port in cluster.primary_ports():
         with cluster.node_client(port) as node:
-            if keys := set(node.scan_iter(match=pattern, count=1000)):
+            keys = set(node.scan_iter(match=f"{lists}:*", count=1000))
+            keys |= set(node.scan_iter(match=lists, count=1000))
+            if keys:
                 found[port] = keys
     return found
 

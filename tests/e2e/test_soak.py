@@ -28,7 +28,7 @@ import pytest
 import redis
 
 from counting_addon.endpoints.answers import READ_TIMEOUT
-from tests.support.http_client import counter_of
+from tests.support.http_client import STATUS_KEYS, counter_of
 from tests.support.processes import Proxy, ProxyFactory, wait_for
 from tests.support.procfs import KiB, MiB, cpu_seconds, fd_count, status_bytes
 from tests.support.upstream import PATTERN
@@ -315,7 +315,7 @@ class Client:
             tally.status_timeouts.append(f"{raw.decode()} after {seconds:.1f}s")
             return
         check(response.code == 200, f"/status answered HTTP {response.code}: {raw[:200]!r}")
-        check(isinstance(answer, dict) and set(answer) == {"counter", "uptime"}, f"{raw!r}")
+        check(isinstance(answer, dict) and set(answer) == STATUS_KEYS, f"{raw!r}")
         counter, uptime = answer["counter"], answer["uptime"]
         check(type(counter) is int and type(uptime) is int and uptime >= 0, f"{raw!r}")
         check(at_least <= counter <= at_most, f"counter {counter} not in [{at_least}, {at_most}]")

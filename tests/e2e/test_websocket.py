@@ -13,54 +13,19 @@ import os
 import random
 import ssl
 import threading
-from collections.abc import Callable, Iterator
-from contextlib import ExitStack, contextmanager
+from collections.abc import Callable
+from contextlib import ExitStack
 
 import pytest
 import redis
 from cryptography import x509
 from cryptography.x509.oid import NameOID
 from websockets.exceptions import InvalidHandshake, InvalidStatus
-from websockets.sync.client import ClientConnection, connect
+from websockets.sync.client import connect
 
-from tests.support.http_client import counter_of, send
-from tests.support.processes import Proxy, ProxyFactory, wait_for
-
-Message = str | bytes
-LARGE = 4 * 1024 * 1024
-# Bounds every wait on the proxy: generous for a busy 2-core machine, never reached when well.
-TIMEOUT = 30.0
-
-
-def ws_url(proxy: Proxy, scheme: str = "ws") -> str:
-    return f"{scheme}://127.0.0.1:{proxy.port}/ws"
-
-
-def mitmproxy_ca(proxy: Proxy) -> ssl.SSLContext:
-    """A client context trusting only the CA mitmproxy made in the proxy's confdir."""
-    return ssl.create_default_context(cafile=proxy.ca_cert)
-
-
-@contextmanager
-def websocket(proxy: Proxy, scheme: str = "ws") -> Iterator[ClientConnection]:
-    """A WebSocket to the upstream's echo through `proxy`: no size limit, no keepalive pings,
-    no queue limit (a test may send everything before reading), no proxy from the environment."""
-    with connect(
-        ws_url(proxy, scheme),
-        ssl=mitmproxy_ca(proxy) if scheme == "wss" else None,
-        proxy=None,
-        max_size=None,
-        max_queue=None,
-        ping_interval=None,
-        open_timeout=TIMEOUT,
-        close_timeout=TIMEOUT,
-    ) as ws:
-        yield ws
-
-
-def echo(ws: ClientConnection, message: Message) -> None:
-    ws.send(message)
-    assert ws.recv(timeout=TIMEOUT) == message
+from tests.support.http_client import STATUS_KEYS, counter_of, send
+from tests.support.processes import ProxyFactory, wait_for
+from tests.support.websocket import LARGE, TIMEOUT, Message, echo, websocket, ws_url
 
 
 def mixed_messages(rng: random.Random) -> list[Message]:
@@ -220,5 +185,5 @@ def test_upgrade_on_the_status_path_is_answered_not_upgraded(
     response = refused.value.response
     assert response.status_code == 200
     body = json.loads(response.body)
-    assert set(body) == {"counter", "uptime"} and body["counter"] == 1, body
+    assert set(body) == STATUS_KEYS and body["counter"] == 1, body
     assert counter_of(p.url) == 1

@@ -17,6 +17,17 @@ import httpx
 from tests.support.processes import wait_for
 
 HEADER_END = b"\r\n\r\n"
+# A 200 /status answer's fields, in order (without counter_by; with it, "by" follows).
+STATUS_FIELDS = (
+    "counter",
+    "uptime",
+    "last_minute",
+    "last_hour",
+    "last_day",
+    "request_bytes",
+    "response_bytes",
+)
+STATUS_KEYS = set(STATUS_FIELDS)
 # A request that makes the proxy answer and close: raw tests send it after a bad one.
 GOOD_REQUEST = b"GET /good HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
 

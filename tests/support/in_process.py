@@ -37,7 +37,7 @@ class InProcessProxy:
 
     def configure(self, **options: Any) -> None:
         """Options changed, as `--set` or the options editor would."""
-        self.tctx.configure(self.proxy.counting, **options)
+        self.tctx.configure(self.proxy, **options)
 
 
 class MakeProxy(Protocol):

@@ -19,6 +19,8 @@ class Results:
     # Successes by client number: client N sends GETs of /load/N/0, /load/N/1, ...
     ok_by_client: Counter[int] = field(default_factory=Counter)
     latencies: list[float] = field(default_factory=list)
+    # Body bytes the successful requests got back, as they travelled (before any decoding).
+    response_bytes: int = 0
 
     @property
     def sent(self) -> int:
@@ -38,7 +40,8 @@ def ms(seconds: float) -> str:
 
 class Load:
     """`concurrency` clients sending GETs to `url` until stopped, `max_requests` are sent, or
-    `max_seconds` pass. A 200 counts as ok; anything else is a failure with its reason.
+    `max_seconds` pass; POSTs of `body` instead, if given. A 200 counts as ok; anything else
+    is a failure with its reason.
 
         with Load(url, concurrency=8) as load:
             ...
@@ -51,8 +54,10 @@ class Load:
         concurrency: int = 8,
         max_requests: int = 20_000,
         max_seconds: float = 120.0,
+        body: bytes = b"",
     ) -> None:
         self.url = url
+        self.body = body
         self.concurrency = concurrency
         self.max_requests = max_requests
         self.max_seconds = max_seconds
@@ -100,19 +105,25 @@ class Load:
                 ):
                     start = time.monotonic()
                     try:
-                        r = await http.get(f"{self.url}/load/{number}/{i}")
+                        r = await self._send(http, f"{self.url}/load/{number}/{i}")
                     except httpx.HTTPError as e:
                         results.failed.append(repr(e))
                     else:
                         if r.status_code == 200:
                             results.ok += 1
                             results.ok_by_client[number] += 1
+                            results.response_bytes += r.num_bytes_downloaded
                             results.latencies.append(time.monotonic() - start)
                         else:
                             results.failed.append(f"HTTP {r.status_code}")
                     i += 1
 
         await asyncio.gather(*(client(n) for n in range(self.concurrency)))
+
+    async def _send(self, http: httpx.AsyncClient, url: str) -> httpx.Response:
+        if self.body:
+            return await http.post(url, content=self.body)
+        return await http.get(url)
 
 
 # Bounds for a load that runs through a fault; Load's own defaults are larger.

@@ -127,9 +127,10 @@ class RssSampler:
     def growth(self) -> int:
         return self.peak - self.baseline
 
-    def check(self, what: str) -> None:
+    def check(self, what: str, limit: int = MAX_RSS_GROWTH) -> None:
+        """The process's RSS grew by less than `limit` during `what`."""
         assert self.samples >= 2, f"too few RSS samples ({self.samples}) during {what}"
-        assert self.growth < MAX_RSS_GROWTH, (
+        assert self.growth < limit, (
             f"mitmdump RSS grew by {self.growth / MiB:.1f} MiB during {what} "
             f"(baseline {self.baseline / MiB:.1f} MiB, peak {self.peak / MiB:.1f} MiB)"
         )

@@ -4,7 +4,8 @@ GET/POST/... any path: 200 and a JSON echo of method, path, headers (order and d
 kept) and the body's length and sha256.
 /code/NNN: that status code, with the echo as body where the code allows one.
 /respheaders: response headers with duplicates, in a known order.
-/download?size=N[&chunked=1]: N bytes, with Content-Length or chunked.
+/download?size=N[&chunked=1][&gzip=1]: N bytes, with Content-Length or chunked; with gzip=1,
+  those N bytes gzip-compressed (Content-Encoding: gzip), the length the compressed one.
 /fault?sent=M[&length=N][&chunked=1][&end=reset|close]: the head of an N-byte body (or a
   chunked one), M bytes of it (then, chunked, a chunk cut short), then a reset (SO_LINGER 0,
   no FIN) or a plain close.
@@ -18,6 +19,7 @@ Bodies are the PATTERN's bytes; waits are capped at MAX_WAIT.
 from __future__ import annotations
 
 import base64
+import gzip
 import hashlib
 import json
 import os
@@ -174,10 +176,12 @@ class Handler(BaseHTTPRequestHandler):
             if not data:
                 break
 
-    def _begin_body(self, length: int, chunked: bool) -> None:
-        """A 200 head for a binary body of `length` bytes, or chunked."""
+    def _begin_body(self, length: int, chunked: bool, encoding: str | None = None) -> None:
+        """A 200 head for a binary body of `length` bytes, or chunked, in `encoding` if any."""
         self.send_response(200)
         self.send_header("Content-Type", "application/octet-stream")
+        if encoding:
+            self.send_header("Content-Encoding", encoding)
         if chunked:
             self.send_header("Transfer-Encoding", "chunked")
         else:
@@ -190,8 +194,14 @@ class Handler(BaseHTTPRequestHandler):
     def _download(self, query: dict[str, list[str]]) -> None:
         size = int(query["size"][0])
         chunked = query.get("chunked") == ["1"]
-        self._begin_body(size, chunked)
-        for chunk in pattern_bytes(size):
+        chunks = pattern_bytes(size)
+        encoding = None
+        if query.get("gzip") == ["1"]:
+            compressed = gzip.compress(b"".join(chunks), mtime=0)
+            chunks = [compressed[i : i + CHUNK] for i in range(0, len(compressed), CHUNK)]
+            size, encoding = len(compressed), "gzip"
+        self._begin_body(size, chunked, encoding)
+        for chunk in chunks:
             self._send_piece(chunk, chunked)
         if chunked:
             self.wfile.write(b"0\r\n\r\n")

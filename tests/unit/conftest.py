@@ -27,8 +27,9 @@ from tests.support.processes import start_redis
 
 @pytest.fixture
 def counting_proxy(redis_url: str) -> Iterator[MakeProxy]:
-    """Makes CountingProxy instances under taddons, each configured with the options given
-    (counter_redis_url: the shared test Redis unless given), its shutdown's bounds short
+    """Makes CountingProxy instances under taddons, each configured as a script load does
+    (every option, at its default but for those given; counter_redis_url: the shared test
+    Redis unless given), its shutdown's bounds short
     (tests/support/in_process.py). In an async test the proxy runs on the test's event loop;
     in a plain one, on a loop taddons makes, closed after the test."""
     with contextlib.ExitStack() as contexts:
@@ -40,6 +41,7 @@ def counting_proxy(redis_url: str) -> Iterator[MakeProxy]:
             tctx = contexts.enter_context(taddons.context(Proxyserver(), proxy))
             running = InProcessProxy(proxy, tctx)
             running.configure(**{"counter_redis_url": redis_url, **options})
+            proxy.configure(set(tctx.options.keys()))  # as a script load does, after
             return running
 
         yield make

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import logging
+import time
 
 import pytest
 import redis
@@ -16,6 +17,7 @@ from counting_addon import CountingProxy, StreamBodies
 from counting_addon.code_class import CodeClass, no_responses
 from counting_addon.process import PROCESS
 from tests.support.flows import REVERSE, all_hooks, flow, request_hook, requestheaders_only
+from tests.support.http_client import STATUS_FIELDS
 from tests.support.in_process import MakeProxy
 from tests.support.processes import unreachable_redis_url
 
@@ -28,6 +30,7 @@ class TestOptions:
             assert tctx.options.counter_key == "counter"
             assert tctx.options.counter_status_path == "/status"
             assert tctx.options.counter_stream_threshold == "1m"
+            assert tctx.options.counter_websocket_history == "256k"
             assert tctx.options.counter_metrics_path == "/metrics"
             assert tctx.options.counter_allow_from == ""
 
@@ -55,6 +58,8 @@ class TestOptions:
             ("counter_stream_threshold", "lots"),
             ("counter_stream_threshold", "-1"),
             ("counter_stream_threshold", ""),
+            ("counter_websocket_history", "lots"),
+            ("counter_websocket_history", "-1"),
             ("counter_metrics_path", "metrics"),
             ("counter_metrics_path", "/metrics?x"),
             ("counter_metrics_path", " "),
@@ -254,6 +259,28 @@ class TestStatus:
         assert body["counter"] == 41
         assert isinstance(body["uptime"], int) and body["uptime"] >= 0
         assert f.marked and f.comment  # visible as the proxy's own answer in mitmweb
+
+    async def test_status_adds_the_windows_and_the_bytes(self, counting_proxy: MakeProxy) -> None:
+        running = counting_proxy()
+        for body in (b"", b"12345"):
+            f = flow("/up", "POST")
+            f.request.content = body
+            f.request.timestamp_start = time.time()
+            await all_hooks(running.proxy, f)  # tresp(): a 7-byte body, "message"
+        status = flow("/status")
+        await all_hooks(running.proxy, status)
+        await running.proxy.counting.done()
+        assert status.response is not None
+        body = json.loads(status.response.content or b"")
+        assert list(body) == list(STATUS_FIELDS)
+        assert {k: v for k, v in body.items() if k != "uptime"} == {
+            "counter": 2,
+            "last_minute": 2,
+            "last_hour": 2,
+            "last_day": 2,
+            "request_bytes": 5,
+            "response_bytes": 14,
+        }
 
     async def test_other_methods(self, counting_proxy: MakeProxy) -> None:
         response = await self.answer(counting_proxy, flow("/status", method="POST"))

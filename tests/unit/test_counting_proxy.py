@@ -12,7 +12,7 @@ from counting_addon import CountingProxy
 from counting_addon.endpoints.rules import ENDPOINT_FLOW
 
 # The proxy's own parts; the endpoints hand their hooks on to access control themselves.
-PARTS = ("endpoints", "counting", "streaming", "framing")
+PARTS = ("endpoints", "counting", "streaming", "framing", "websocket_history")
 
 
 def hooks_of(part: object) -> set[str]:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from counting_addon.code_class import CodeClass
-from counting_addon.store.ledger import Batch, Ledger
+from counting_addon.store.ledger import MAX_STAMPS, Batch, Ledger
 
 
 def test_counts_accumulate_into_one_batch() -> None:
@@ -171,3 +171,48 @@ def test_a_reset_drops_the_pending_series_with_the_counts() -> None:
     assert reset is not None and reset.reset and reset.series == ()
     ledger.ack(reset)
     assert ledger.next_batch() == Batch(seq=2, requests=1, series=((("/b",), 1),))
+
+
+def test_requests_go_in_the_batch_by_the_second_they_arrived_in() -> None:
+    ledger = Ledger()
+    ledger.add(second=100)
+    ledger.add(2, second=101)
+    ledger.add(second=100)
+    batch = ledger.next_batch()
+    assert batch is not None and batch.seconds == ((100, 2), (101, 2))
+    ledger.add(second=102)
+    assert ledger.next_batch() == batch  # resent unchanged
+    ledger.ack(batch)
+    later = ledger.next_batch()
+    assert later is not None and later.seconds == ((102, 1),)
+
+
+def test_a_long_wait_keeps_a_few_hundred_stamps_not_one_a_second() -> None:
+    ledger = Ledger()
+    ledger.add(second=0)
+    ledger.next_batch()  # in flight, its reply never coming: Redis is away for a day
+    for second in range(1, 86_400, 3):
+        ledger.add(second=second)
+    assert len(ledger.pending_seconds) <= MAX_STAMPS
+    assert sum(ledger.pending_seconds.values()) == ledger.pending == 28_800
+
+
+def test_body_bytes_go_in_the_batch_and_count_until_acknowledged() -> None:
+    ledger = Ledger()
+    ledger.add_bytes(10, 2000)
+    ledger.add_bytes(0, 5)
+    mark = ledger.mark()
+    batch = ledger.next_batch()  # bytes alone make a batch: a WebSocket's messages
+    assert batch == Batch(seq=1, requests=0, request_bytes=10, response_bytes=2005)
+    assert (ledger.bytes_unwritten, ledger.idle) == (2015, False)
+    ledger.ack(batch)
+    assert ledger.written_through(mark) and ledger.idle
+
+
+def test_a_reset_drops_the_pending_bytes_and_stamps() -> None:
+    ledger = Ledger()
+    ledger.add(second=5)
+    ledger.add_bytes(7, 8)
+    ledger.request_reset()
+    assert (ledger.pending_seconds, ledger.bytes_unwritten, ledger.bytes_dropped) == ({}, 0, 15)
+    assert ledger.next_batch() == Batch(seq=1, requests=0, reset=True)

@@ -107,3 +107,12 @@ def test_a_retirement_is_announced_only_with_counts_left(
         life.shut_down(1.0, 3.0)
     assert life.announce_retirement(unwritten) is announced
     assert life.left_at_retirement == (unwritten if announced else 0)
+
+
+def test_retired_without_a_loop_has_no_deadline_to_meet() -> None:
+    """No event loop: no writer ever ran; a shutdown later sets the only deadline."""
+    life = Lifecycle()
+    assert life.retire(None, 600.0)
+    assert (life.phase, life.deadline) == (Phase.RETIRED, None)
+    life.shut_down(50.0, 3.0)
+    assert life.deadline == 53.0

@@ -40,12 +40,19 @@ OWN = {
     "counting_addon_redis_write_duration_seconds_bucket",
     "counting_addon_redis_write_duration_seconds_count",
     "counting_addon_redis_write_duration_seconds_sum",
+    "counting_addon_request_bytes_total",
+    "counting_addon_response_bytes_total",
 }
-SHARED = {"counting_addon_shared_requests_total", "counting_addon_shared_responses_total"}
+SHARED = {
+    "counting_addon_shared_requests_total",
+    "counting_addon_shared_responses_total",
+    "counting_addon_shared_request_bytes_total",
+    "counting_addon_shared_response_bytes_total",
+}
 
 
 def stats() -> ProcessStats:
-    s = ProcessStats(requests=7, redis_writes=3)
+    s = ProcessStats(requests=7, redis_writes=3, request_bytes=900, response_bytes=2**41)
     s.responses[CodeClass.C2XX] = 5
     s.responses[CodeClass.C5XX] = 1
     for seconds in (0.001, 0.2, 0.2, 30.0):
@@ -56,7 +63,7 @@ def stats() -> ProcessStats:
 
 SHARED_COUNTS = Shared(
     1234, {CodeClass.C1XX: 0, CodeClass.C2XX: 1000, CodeClass.C3XX: 3, CodeClass.C4XX: 200,
-           CodeClass.C5XX: 30},
+           CodeClass.C5XX: 30}, request_bytes=5000, response_bytes=2**50,
 )  # fmt: skip
 
 
@@ -71,7 +78,11 @@ def test_exposition_names_and_values(parse: Callable[[str], Samples]) -> None:
     for code_class, count in SHARED_COUNTS.responses.items():
         labels = {"code_class": code_class.value}
         assert samples.value("counting_addon_shared_responses_total", labels) == count
+    assert samples.value("counting_addon_shared_request_bytes_total") == 5000
+    assert samples.value("counting_addon_shared_response_bytes_total") == 2**50
     assert samples.value("counting_addon_requests_total") == 7
+    assert samples.value("counting_addon_request_bytes_total") == 900
+    assert samples.value("counting_addon_response_bytes_total") == 2**41
     assert samples.value("counting_addon_responses_total", {"code_class": "2xx"}) == 5
     assert samples.value("counting_addon_responses_total", {"code_class": "5xx"}) == 1
     assert samples.value("counting_addon_responses_total", {"code_class": "4xx"}) == 0

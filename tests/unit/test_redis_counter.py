@@ -59,36 +59,43 @@ async def test_counts_made_at_once_go_in_one_write(
 WRITER = "{counter}:writer:test"
 RESPONSES = "{counter}:responses"
 # The counter, the writer's key, the classes, the series of the (empty) counter_by list, the
-# set of series lists.
-KEYS = ["counter", WRITER, RESPONSES, "{counter}:by:", "{counter}:by"]
+# set of series lists, the bytes.
+KEYS = ["counter", WRITER, RESPONSES, "{counter}:by:", "{counter}:by", "{counter}:bytes"]
+Reply = list[bytes | int | None]
 
 
-def batch_args(seq: int, requests: int, *responses: int, reset: bool = False) -> list[int | str]:
-    """The script's ARGV for a batch (batch.py lays it out): its sequence number and counts
-    (the five classes 1xx first, missing ones 0), the reset flag, and a writer key living
-    60 s."""
+def apply_batch(
+    client: redis.Redis,
+    seq: int,
+    requests: int,
+    *responses: int,
+    reset: bool = False,
+    writer: str = "test",
+) -> Reply:
+    """The script applied to a batch (batch.py lays out its call): its sequence number and
+    counts (the five classes 1xx first, missing ones 0), the reset flag, a writer key living
+    60 s. The reply's counter and classes."""
     batch = Batch(seq, requests, (*responses, *[0] * (5 - len(responses))), reset)
-    call = ScriptCall.of(BatchKeys.of("counter", "test"), batch, writer_ttl=60)
-    assert call.keys == KEYS
-    return call.args
+    call = ScriptCall.of(BatchKeys.of("counter", writer), batch, writer_ttl=60, now=time.time())
+    assert call.keys[2:6] == KEYS[2:]
+    reply: Reply = client.register_script(APPLY_BATCH)(call.keys, call.args)
+    return reply[:6]
 
 
 def test_the_write_script_applies_each_sequence_number_once(redis_client: redis.Redis) -> None:
-    apply = redis_client.register_script(APPLY_BATCH)
-    assert apply(KEYS, batch_args(1, 5, 0, 4, 1))[:3] == [b"5", None, b"4"]
+    assert apply_batch(redis_client, 1, 5, 0, 4, 1)[:3] == [b"5", None, b"4"]
     # The same batch resent: not applied.
-    assert apply(KEYS, batch_args(1, 5, 0, 4, 1)) == [b"5", None, b"4", b"1", None, None]
-    assert apply(KEYS, batch_args(2, 3, 0, 0, 0, 0, 2)) == [b"8", None, b"4", b"1", None, b"2"]
-    assert apply(KEYS, batch_args(1, 5, 0, 4, 1))[0] == b"8"
+    assert apply_batch(redis_client, 1, 5, 0, 4, 1) == [b"5", None, b"4", b"1", None, None]
+    assert apply_batch(redis_client, 2, 3, 0, 0, 0, 0, 2) == [b"8", None, b"4", b"1", None, b"2"]
+    assert apply_batch(redis_client, 1, 5, 0, 4, 1)[0] == b"8"
     assert redis_client.get("counter") == b"8"
     assert redis_client.hgetall(RESPONSES) == {b"2xx": b"4", b"3xx": b"1", b"5xx": b"2"}
     assert 0 < redis_client.ttl(WRITER) <= 60
 
 
 def test_writers_are_independent(redis_client: redis.Redis) -> None:
-    apply = redis_client.register_script(APPLY_BATCH)
-    apply(["counter", "{counter}:writer:a", *KEYS[2:]], batch_args(1, 5, 0, 5))
-    apply(["counter", "{counter}:writer:b", *KEYS[2:]], batch_args(1, 2, 0, 1, 0, 1))
+    apply_batch(redis_client, 1, 5, 0, 5, writer="a")
+    apply_batch(redis_client, 1, 2, 0, 1, 0, 1, writer="b")
     assert redis_client.get("counter") == b"7"
     assert redis_client.hgetall(RESPONSES) == {b"2xx": b"6", b"4xx": b"1"}
 
@@ -97,24 +104,22 @@ def test_a_class_that_is_not_an_integer_fails_the_batch_before_any_write(
     redis_client: redis.Redis,
 ) -> None:
     """A script failing halfway keeps what it wrote, and the resend would write it again."""
-    apply = redis_client.register_script(APPLY_BATCH)
     redis_client.hset(RESPONSES, "4xx", "abc")
     with pytest.raises(redis.ResponseError, match="not an integer"):
-        apply(KEYS, batch_args(1, 5, 0, 2, 0, 1))
+        apply_batch(redis_client, 1, 5, 0, 2, 0, 1)
     assert redis_client.get("counter") is None
     assert redis_client.hget(RESPONSES, "2xx") is None
     assert redis_client.get(WRITER) is None
     # Classes the batch does not touch may hold anything.
-    assert apply(KEYS, batch_args(1, 5, 0, 2))[:3] == [b"5", None, b"2"]
+    assert apply_batch(redis_client, 1, 5, 0, 2)[:3] == [b"5", None, b"2"]
 
 
 def test_a_reset_batch_zeroes_the_counter_and_every_class_once(redis_client: redis.Redis) -> None:
-    apply = redis_client.register_script(APPLY_BATCH)
-    apply(KEYS, batch_args(1, 5, 1, 2, 3, 4, 5))
-    assert apply(KEYS, batch_args(2, 0, reset=True)) == [b"0", None, None, None, None, None]
-    assert apply(KEYS, batch_args(3, 2, 0, 2)) == [b"2", None, b"2", None, None, None]
+    apply_batch(redis_client, 1, 5, 1, 2, 3, 4, 5)
+    assert apply_batch(redis_client, 2, 0, reset=True) == [b"0", None, None, None, None, None]
+    assert apply_batch(redis_client, 3, 2, 0, 2) == [b"2", None, b"2", None, None, None]
     # The reset resent (its reply lost) is not applied again: later counts stay.
-    assert apply(KEYS, batch_args(2, 0, reset=True))[:3] == [b"2", None, b"2"]
+    assert apply_batch(redis_client, 2, 0, reset=True)[:3] == [b"2", None, b"2"]
     assert redis_client.get("counter") == b"2"
 
 
@@ -132,7 +137,7 @@ def send_with_reply_lost(counter: RedisCounter, client: redis.Redis) -> None:
     counter still holds it in flight, unacknowledged."""
     batch = counter.ledger.next_batch()
     assert batch is not None
-    call = ScriptCall.of(counter.keys, batch)
+    call = ScriptCall.of(counter.keys, batch, now=time.time())
     client.register_script(APPLY_BATCH)(call.keys, call.args)
 
 

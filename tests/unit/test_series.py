@@ -5,6 +5,7 @@ applied once however often a batch is resent; cleared by a reset, every list of 
 from __future__ import annotations
 
 import json
+import time
 
 import pytest
 import redis
@@ -93,7 +94,7 @@ async def test_a_resent_batch_counts_its_series_once(
     add(c, ("/a", "GET"), ("/a", "GET"))
     batch = c.ledger.next_batch()
     assert batch is not None
-    call = ScriptCall.of(c.keys, batch, c.series)
+    call = ScriptCall.of(c.keys, batch, c.series, now=time.time())
     redis_client.register_script(APPLY_BATCH)(call.keys, call.args)  # applied, reply "lost"
     add(c, ("/b", "GET"))
     shared = await c.read_shared()
