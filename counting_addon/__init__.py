@@ -3,6 +3,10 @@
 The addon is `CountingProxy` (proxy.py); addon.py is the script mitmproxy loads.
 """
 
+# The one place the version is written: pyproject.toml reads it, `counting-proxy --version`
+# prints it.
+__version__ = "0.1.0"
+
 from counting_addon.endpoints.access import AccessControl
 from counting_addon.endpoints.metrics import MetricsEndpoint
 from counting_addon.endpoints.rules import Endpoints
@@ -21,4 +25,5 @@ __all__ = [
     "MetricsEndpoint",
     "StatusEndpoint",
     "StreamBodies",
+    "__version__",
 ]

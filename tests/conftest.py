@@ -12,6 +12,7 @@ import redis
 
 from counting_addon.launcher.embedded_redis import EmbeddedRedis
 from tests.support.debian_redis import missing_binaries, missing_tls
+from tests.support.package import Installed, build_wheel, install
 from tests.support.processes import (
     Proxy,
     ProxyFactory,
@@ -107,6 +108,24 @@ def start_proxy(tmp_path: Path) -> Iterator[ProxyFactory]:
 def proxy(start_proxy: ProxyFactory, upstream: str, redis_url: str) -> Proxy:
     """One mitmdump with the addon, defaults otherwise, in front of the test upstream."""
     return start_proxy(upstream, redis_url)
+
+
+# --- The installed package -----------------------------------------------------------------
+
+
+@pytest.fixture(scope="session")
+def wheel(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A wheel built from the repository (tests/support/package.py)."""
+    return build_wheel(tmp_path_factory.mktemp("wheel"))
+
+
+@pytest.fixture(scope="session")
+def installed(wheel: Path, tmp_path_factory: pytest.TempPathFactory) -> Installed:
+    """The wheel with the `embedded` extra and its dependencies, in a fresh venv outside the
+    repository."""
+    done = install(wheel, tmp_path_factory.mktemp("installed"))
+    print(f"\nfresh venv with the wheel and its dependencies: {done.seconds:.1f}s")
+    return done
 
 
 # --- Redis Cluster and Sentinel (Debian's redis-server and redis-cli) --------------------------

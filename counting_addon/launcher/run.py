@@ -1,6 +1,8 @@
-"""scripts/run: the counting reverse proxy, with an embedded Redis when none answers.
+"""counting-proxy (and `python -m counting_addon`, and scripts/run): the counting reverse proxy,
+with an embedded Redis when none answers.
 
-python -m counting_addon.launcher.run [--web] UPSTREAM_URL [mitmdump arguments...]
+counting-proxy [--web] [--redis-dir DIR] UPSTREAM_URL [mitmdump/mitmweb arguments...]
+counting-proxy --addon-path | --version
 """
 
 from __future__ import annotations
@@ -9,18 +11,83 @@ import os
 import signal
 import subprocess
 import sys
+from dataclasses import dataclass
 from pathlib import Path
 from types import FrameType
 from urllib.parse import urlsplit
 
+from counting_addon import __version__
 from counting_addon.launcher.embedded_redis import EmbeddedRedis, answers
 from counting_addon.store.url import RedisTarget, Topology, default_url, parse
 
 PACKAGE = Path(__file__).resolve().parent.parent
-ROOT = PACKAGE.parent
 SCRIPT = PACKAGE / "addon.py"
 LOCAL_HOSTS = {"localhost", "127.0.0.1", "::1"}
-USAGE = "usage: scripts/run [--web] UPSTREAM_URL [mitmdump/mitmweb arguments...]"
+# The name the usage line shows: scripts/run sets it to its own.
+PROG_VARIABLE = "COUNTING_PROXY_PROG"
+USAGE = """\
+usage: {prog} [--web] UPSTREAM_URL [mitmdump/mitmweb arguments...]
+       {prog} --addon-path | --version
+  --web            run mitmweb instead of mitmdump
+  --redis-dir DIR  where an embedded Redis keeps its data (default: {data})
+  --addon-path     print the addon script's path, for `mitmdump -s` or config.yaml's `scripts:`
+  --version        print the version
+Options go before UPSTREAM_URL; every argument after it goes to mitmdump/mitmweb."""
+
+
+def default_data_dir() -> Path:
+    """Where an embedded Redis keeps its data unless --redis-dir says: the user's data
+    directory (XDG), never the installed package's."""
+    base = os.environ.get("XDG_DATA_HOME") or Path.home() / ".local" / "share"
+    return Path(base) / "counting-addon" / "redis"
+
+
+@dataclass
+class Launch:
+    """What the command line asks for: the tool, the upstream, the tool's own arguments."""
+
+    upstream: str
+    args: list[str]
+    web: bool = False
+    data: Path | None = None
+
+
+class BadArguments(Exception):
+    """A command line to refuse: the message, printed alone, then exit status 2."""
+
+
+def parse_args(argv: list[str], prog: str) -> Launch | str:
+    """The launch `argv` asks for, or the text to print for --addon-path and --version.
+
+    Raises BadArguments for anything else: no UPSTREAM_URL, an unknown option before it, an
+    option without its value.
+    """
+    if argv == ["--addon-path"]:
+        return str(SCRIPT)
+    if argv == ["--version"]:
+        return f"counting-addon {__version__}"
+    usage = USAGE.format(prog=prog, data=default_data_dir())
+    if argv[:1] in (["-h"], ["--help"]):
+        return usage
+    web, data = False, None
+    rest = list(argv)
+    while rest and rest[0].startswith("-"):
+        option = rest.pop(0)
+        if option == "--web":
+            web = True
+        elif option == "--redis-dir" or option.startswith("--redis-dir="):
+            value = option.partition("=")[2] if "=" in option else (rest.pop(0) if rest else "")
+            if not value or value.startswith("-"):
+                raise BadArguments(f"{prog}: --redis-dir needs a directory")
+            data = Path(value)
+        else:
+            raise BadArguments(
+                f"{prog}: unknown option {option} before UPSTREAM_URL (mitmdump/mitmweb's "
+                f"arguments go after it)\n{usage}"
+            )
+    if not rest:
+        raise BadArguments(usage)
+    return Launch(rest[0], rest[1:], web, data)
 
 
 def redis_url(args: list[str]) -> str:
@@ -33,9 +100,9 @@ def redis_url(args: list[str]) -> str:
     return url
 
 
-def embedded_redis_for(target: RedisTarget) -> EmbeddedRedis | None:
-    """An embedded Redis to start for `target`, or None if it answers or isn't on this
-    machine."""
+def embedded_redis_for(target: RedisTarget, data: Path) -> EmbeddedRedis | None:
+    """An embedded Redis to start for `target`, its data in `data`; None if it answers or isn't
+    on this machine."""
     shown = target.redacted
     if target.topology is not Topology.SERVER or answers(target.url):
         print(f"counting_addon: using the Redis at {shown}", file=sys.stderr)
@@ -51,37 +118,38 @@ def embedded_redis_for(target: RedisTarget) -> EmbeddedRedis | None:
     extra = ("--requirepass", parts.password) if parts.password else ()
     print(
         f"counting_addon: nothing answers at {shown}; starting an embedded Redis there "
-        f"(data in {ROOT / '.redis'})",
+        f"(data in {data})",
         file=sys.stderr,
     )
-    return EmbeddedRedis(parts.port or 6379, ROOT / ".redis", *extra)
+    return EmbeddedRedis(parts.port or 6379, data, *extra)
 
 
-def main(argv: list[str]) -> int:
-    tool = "mitmdump"
-    if argv[:1] == ["--web"]:
-        tool, argv = "mitmweb", argv[1:]
-    if not argv or argv[0].startswith("-"):
-        print(USAGE, file=sys.stderr)
-        return 2
-    upstream, args = argv[0], argv[1:]
+def main(argv: list[str], prog: str = "counting-proxy") -> int:
     try:
-        target = parse(redis_url(args))
+        parsed = parse_args(argv, os.environ.get(PROG_VARIABLE) or prog)
+    except BadArguments as e:
+        print(e, file=sys.stderr)
+        return 2
+    if isinstance(parsed, str):
+        print(parsed)
+        return 0
+    try:
+        target = parse(redis_url(parsed.args))
     except ValueError as e:
         print(f"counting_addon: counter_redis_url: {e}", file=sys.stderr)
         return 2
 
-    server = embedded_redis_for(target)
+    server = embedded_redis_for(target, parsed.data or default_data_dir())
     if server is not None:
         server.start()
     try:
         command = [
-            os.path.join(os.path.dirname(sys.executable), tool),
+            os.path.join(os.path.dirname(sys.executable), "mitmweb" if parsed.web else "mitmdump"),
             "-s",
             str(SCRIPT),
             "--mode",
-            f"reverse:{upstream}",
-            *args,
+            f"reverse:{parsed.upstream}",
+            *parsed.args,
         ]
         # Its own session, so one Ctrl-C reaches it once, through us.
         proxy = subprocess.Popen(command, start_new_session=True)
@@ -98,5 +166,6 @@ def main(argv: list[str]) -> int:
             server.stop()
 
 
-if __name__ == "__main__":
+def console() -> None:
+    """The `counting-proxy` command (pyproject.toml's [project.scripts])."""
     sys.exit(main(sys.argv[1:]))

@@ -248,5 +248,5 @@ def test_a_cluster_or_sentinel_url_never_gets_an_embedded_redis(
     url: str, capsys: pytest.CaptureFixture[str]
 ) -> None:
     """Nothing to start in their place (and nothing answers there): used as they are."""
-    assert embedded_redis_for(parse(url)) is None
+    assert embedded_redis_for(parse(url), DATA) is None
     assert "using the Redis at" in capsys.readouterr().err
