@@ -135,20 +135,21 @@ class RedisCounter:
         """One request, in the series of its label `values` when counted by labels, whose
         headers arrived in the whole Unix `second` (None: in no window)."""
         self.ledger.add(series=values, second=second)
-        self._start()
-        self._wake.set()
+        self._wake_writer()
 
     def add_bytes(self, request: int, response: int) -> None:
         """Body bytes: `request` received from a client, `response` sent to one."""
         self.ledger.add_bytes(request, response)
-        if self._task is None:  # a flow counted by the counter this one replaced
-            self._start()
-        self._wake.set()
+        self._wake_writer()
 
     def add_response(self, code_class: CodeClass) -> None:
         self.ledger.add_response(code_class)
-        if self._task is None:  # a flow counted by the counter this one replaced
-            self._start()
+        self._wake_writer()
+
+    def _wake_writer(self) -> None:
+        """Something new to write: the writer, started if need be (a response or bytes may
+        come from a flow counted by the counter this one replaced), writes it."""
+        self._start()
         self._wake.set()
 
     def flush(self) -> None:
