@@ -93,6 +93,8 @@ class RedisCounter:
         self.keys = BatchKeys.of(key, uuid.uuid4().hex, series)
         # The shared values the latest write (or read) brought back; None before any.
         self.latest: Shared | None = None
+        # What the latest write brought back; None before any (or a value not an integer).
+        self._written: Shared | None = None
         # The series the latest read (or flush) brought back, which the background writes,
         # ten a second, don't ask for; None before any.
         self.latest_series: dict[Values, int] | None = None
@@ -112,6 +114,11 @@ class RedisCounter:
         self._writing = asyncio.Lock()
         self._last_write = -WRITE_INTERVAL
         self._task: asyncio.Task[None] | None = None
+        # Successful writes so far, and the read in flight: the write count when it was sent
+        # and what it reads.
+        self._writes = 0
+        self._reading: asyncio.Task[Shared] | None = None
+        self._reading_after = (0, TOTALS)
         self._lifetime: asyncio.Timeout | None = None
 
     @property
@@ -232,10 +239,32 @@ class RedisCounter:
         long as Redis is away: callers bound it with a timeout.
         """
         reads = Reads(bool(self.series.labels), windows)
-        latest = self.latest if await self._write_through(reads) else None
-        if latest is not None and reads.covered_by(latest):
-            return latest
+        written = await self._write_through(reads)
+        if written is not None and reads.covered_by(written):
+            return written
+        while True:
+            reading = self._reading
+            if reading is None or reading.done():
+                # A task of its own: a reader timing out leaves the read to those waiting.
+                reading = asyncio.get_running_loop().create_task(self._read_script(reads))
+                # Its failure is retrieved even when every reader has given up waiting.
+                reading.add_done_callback(lambda t: t.cancelled() or t.exception())
+                self._reading = reading
+                self._reading_after = (self._writes, reads)
+                break
+            started_after, read_for = self._reading_after
+            # A read sent after every write acknowledged so far sees this process's counts
+            # (written through, above): join it if it reads enough.
+            if started_after == self._writes and reads | read_for == read_for:
+                break
+            # One read at a time: a burst of /status opens no more connections to Redis.
+            await asyncio.wait({reading})
+        return await asyncio.shield(reading)
+
+    async def _read_script(self, reads: Reads) -> Shared:
+        """One read of the shared values (`reads`); CounterUnavailable if it fails."""
         call = ScriptCall.read(self.keys, reads, now=self.clock())
+        writes = self._writes
         try:
             values = await self._read(call.keys, call.args)
         except Exception as e:  # whatever it is, the endpoints answer rather than fail
@@ -244,15 +273,17 @@ class RedisCounter:
         if shared is None:
             raise self._unavailable(not_an_integer(self.key))
         self.health.answered()
-        self._keep(shared)
+        if self._writes == writes:  # else a write since holds newer values
+            self._keep(shared)
         return shared
 
-    async def _write_through(self, reads: Reads) -> bool:
-        """Wait until every count and reset made so far is written; whether a write was needed.
-        A write made here brings back `reads` too."""
+    async def _write_through(self, reads: Reads) -> Shared | None:
+        """Wait until every count and reset made so far is written; then what the latest
+        write brought back, which holds them, asked to bring back `reads` too (None: no write
+        was needed, or a value is not an integer)."""
         mark = self.ledger.mark()
         if self.ledger.written_through(mark):
-            return False
+            return None
         while not self.ledger.written_through(mark):
             if self.problem is None and not self._writing.locked():
                 # Writing here rather than waking the writer saves /status two trips
@@ -260,9 +291,11 @@ class RedisCounter:
                 with contextlib.suppress(Exception):
                     await self._write_batch(reads)
             else:
+                # The writer's next batch brings `reads` back too: no read after it.
+                self._asked = self._asked | reads
                 self._hurry.set()
                 await self._progress.wait()
-        return True
+        return self._written
 
     def _unavailable(self, failure: Failure) -> CounterUnavailable:
         self.health.read_failure()
@@ -299,7 +332,7 @@ class RedisCounter:
                 continue
             await self._gather_counts()
             try:
-                await self._write_batch(self._asked)
+                await self._write_batch()
             except Exception:  # whatever it is, the counts must not stop being written
                 failures += 1
                 await self._back_off(failures)
@@ -309,6 +342,8 @@ class RedisCounter:
                 await self._check_eviction()
 
     async def _let_go(self) -> None:
+        if self._reading is not None:
+            self._reading.cancel()
         with contextlib.suppress(Exception):
             async with asyncio.timeout(CONNECT_TIMEOUT):
                 await self.redis.aclose()
@@ -326,11 +361,13 @@ class RedisCounter:
 
     async def _write_batch(self, reads: Reads = TOTALS) -> None:
         """Write the batch due, if any; one writer at a time, the background task or a reader
-        (who may ask for more back, `reads`)."""
+        (who may ask for more back, `reads`). It brings back what readers and flushes asked
+        for meanwhile as well."""
         async with self._writing:
             batch = self.ledger.next_batch()
             if batch is None:  # a reader wrote it while the writer waited
                 return
+            reads = reads | self._asked
             self._last_write = time.monotonic()
             call = ScriptCall.of(self.keys, batch, self.series, reads, now=self.clock())
             try:
@@ -346,13 +383,15 @@ class RedisCounter:
             stats.redis_writes += 1
             stats.redis_write_duration.observe(time.monotonic() - self._last_write)
             self.ledger.ack(batch)
+            self._writes += 1
             if batch.reset:
                 logger.info(
                     f"the counts under key {self.key!r} at {self.target.redacted} are reset to 0"
                 )
             # A value that is not an integer leaves readers to report it.
-            self._keep(parse_shared(values, call.reads))
-            if reads | self._asked == reads:  # what a flush asked for came back
+            self._written = parse_shared(values, call.reads)
+            self._keep(self._written)
+            if reads | self._asked == reads:  # nothing more was asked for while it was sent
                 self._asked = TOTALS
             if self.health.wrote():
                 logger.info(f"Redis is back to accepting counts ({self.target.redacted})")

@@ -153,8 +153,9 @@ def test_redis_refusing_connections_answers_200_at_once(
 
 
 def test_redis_not_answering(start_proxy: ProxyFactory, upstream: str) -> None:
-    """A Redis that accepts connections and never replies: the first scrape gives up after
-    READ_TIMEOUT with redis_up 0; once the writer knows Redis is failing, scrapes don't wait."""
+    """A Redis that accepts connections and never replies: the first scrape gives up within
+    READ_TIMEOUT with redis_up 0 (sooner when it joins a read already under way, here the
+    start-up's readiness poll's); once the writer knows Redis is failing, scrapes don't wait."""
     with socket.socket() as silent:
         silent.bind(("127.0.0.1", 0))
         silent.listen(64)
@@ -162,7 +163,7 @@ def test_redis_not_answering(start_proxy: ProxyFactory, upstream: str) -> None:
         start = time.monotonic()
         samples = scrape(p.url)
         elapsed = time.monotonic() - start
-        assert READ_TIMEOUT <= elapsed < 10, elapsed
+        assert elapsed < READ_TIMEOUT + 5, elapsed
         assert samples.value("counting_addon_redis_up") == 0
         assert SHARED not in samples.names()
 

@@ -401,6 +401,44 @@ async def test_a_reader_writes_the_counts_itself(redis_url: str, redis_client: r
     assert await counter.close(1.0) == 0
 
 
+async def test_a_burst_of_reads_shares_one_read_and_one_connection(
+    redis_url: str, redis_client: redis.Redis
+) -> None:
+    """Twenty /status at once while nothing is pending: one read script, one connection (each
+    opened its own before, and the pool kept them all)."""
+    redis_client.set("counter", 5)
+    counter = RedisCounter(parse(redis_url), "counter")
+    assert await counter.read() == 5  # the read script loaded, the connection open
+    clients, reads = redis_client.info("clients")["connected_clients"], script_calls(redis_client)
+    async with asyncio.timeout(10):
+        answers = await asyncio.gather(*(counter.read_shared(windows=True) for _ in range(20)))
+    assert {(a.requests, a.windows is not None) for a in answers} == {(5, True)}
+    assert script_calls(redis_client) - reads == 1
+    assert redis_client.info("clients")["connected_clients"] == clients
+    assert await counter.close(1.0) == 0
+
+
+async def test_a_read_that_waits_for_the_writer_gets_everything_from_its_write(
+    redis_url: str, redis_client: redis.Redis
+) -> None:
+    """A reader that finds a write under way asks the writer's next batch for what it reads
+    (here the windows): no read follows the write."""
+    counter = RedisCounter(parse(redis_url), "counter")
+    counter.add()
+    assert await counter.read() == 1  # the write script loaded
+    calls = script_calls(redis_client)
+    async with counter._writing:  # a write under way
+        counter.add(second=int(time.time()))
+        reader = asyncio.create_task(counter.read_shared(windows=True))
+        await poll(lambda: counter._asked.windows, 5, "the reader to ask the writer")
+    async with asyncio.timeout(10):
+        shared = await reader
+    assert shared.requests == 2
+    assert shared.windows is not None and shared.windows.last_minute == 1
+    assert script_calls(redis_client) - calls == 1
+    assert await counter.close(1.0) == 0
+
+
 def test_the_clients_never_retry_on_their_own(redis_url: str) -> None:
     """redis-py retries by default, re-sending a write whose reply was lost: the writer
     resends itself, knowing it is the same batch."""
