@@ -170,10 +170,7 @@ def test_every_dashboard_query_and_alert_rule_runs_against_prometheus_scraping_t
     own_redis: EmbeddedRedis, proxies: tuple[Proxy, Proxy], tmp_path: Path
 ) -> None:
     instances = {f"127.0.0.1:{p.port}" for p in proxies}
-    with ExitStack() as stack:
-        prometheus = stack.enter_context(
-            Prometheus(tmp_path / "prometheus", sorted(instances), [ALERTS])
-        )
+    with Prometheus(tmp_path / "prometheus", sorted(instances), [ALERTS]) as prometheus:
         with ExitStack() as under_load:
             began = time.monotonic()
             loads = [loaded(under_load, p) for p in proxies]
