@@ -7,6 +7,7 @@ import statistics
 import threading
 import time
 from collections import Counter
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import httpx
@@ -38,10 +39,15 @@ def ms(seconds: float) -> str:
     return f"{seconds * 1000:.0f} ms"
 
 
+def load_path(client: int, request: int) -> str:
+    """Load's default paths: client N sends /load/N/0, /load/N/1, ..."""
+    return f"/load/{client}/{request}"
+
+
 class Load:
     """`concurrency` clients sending GETs to `url` until stopped, `max_requests` are sent, or
-    `max_seconds` pass; POSTs of `body` instead, if given. A 200 counts as ok; anything else
-    is a failure with its reason.
+    `max_seconds` pass; POSTs of `body` instead, if given. Client N's request I goes to
+    `path(N, I)`. A 200 counts as ok; anything else is a failure with its reason.
 
         with Load(url, concurrency=8) as load:
             ...
@@ -55,9 +61,11 @@ class Load:
         max_requests: int = 20_000,
         max_seconds: float = 120.0,
         body: bytes = b"",
+        path: Callable[[int, int], str] = load_path,
     ) -> None:
         self.url = url
         self.body = body
+        self.path = path
         self.concurrency = concurrency
         self.max_requests = max_requests
         self.max_seconds = max_seconds
@@ -105,7 +113,7 @@ class Load:
                 ):
                     start = time.monotonic()
                     try:
-                        r = await self._send(http, f"{self.url}/load/{number}/{i}")
+                        r = await self._send(http, self.url + self.path(number, i))
                     except httpx.HTTPError as e:
                         results.failed.append(repr(e))
                     else:

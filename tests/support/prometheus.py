@@ -1,10 +1,12 @@
 """A real Prometheus server (Debian's `prometheus` package) of a test's own, on a free port,
-scraping the proxies given to it every second; and queries of its HTTP API."""
+scraping the proxies given to it every second, evaluating the rule files given to it every
+second too; and queries of its HTTP API."""
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
+from typing import Any
 
 import httpx
 
@@ -34,16 +36,24 @@ scrape_configs:
     scheme: http
     static_configs:
       - targets: [{targets}]
+rule_files: [{rule_files}]
 """
 
 
 class Prometheus(Process):
     """Started by `with`, which waits until it is ready; stopped (by pid) when the block ends."""
 
-    def __init__(self, directory: Path, targets: list[str]) -> None:
+    def __init__(
+        self, directory: Path, targets: list[str], rule_files: Sequence[Path] = ()
+    ) -> None:
         directory.mkdir(parents=True, exist_ok=True)
         config = directory / "prometheus.yml"
-        config.write_text(CONFIG.format(targets=", ".join(f"'{t}'" for t in targets)))
+        config.write_text(
+            CONFIG.format(
+                targets=", ".join(f"'{t}'" for t in targets),
+                rule_files=", ".join(f"'{f}'" for f in rule_files),
+            )
+        )
         port = free_port()
         self.url = f"http://127.0.0.1:{port}"
         command = [
@@ -76,15 +86,30 @@ class Prometheus(Process):
 
         wait_for(ready, timeout, f"prometheus at {self.url}")
 
-    def query(self, promql: str) -> Result:
-        """An instant query's result: each series' labels (the name as __name__) and value."""
-        r = httpx.get(f"{self.url}/api/v1/query", params={"query": promql}, timeout=10)
+    def api(self, path: str, **params: str) -> Any:
+        """The `data` of a successful answer of the HTTP API at /api/v1/`path`; fails the test
+        on an error (a query Prometheus can't parse or evaluate, say)."""
+        r = httpx.get(f"{self.url}/api/v1/{path}", params=params, timeout=10)
         body = r.json()
         assert r.status_code == 200 and body["status"] == "success", r.text
+        return body["data"]
+
+    def query(self, promql: str) -> Result:
+        """An instant query's result: each series' labels (the name as __name__) and value."""
         return {
             frozenset(series["metric"].items()): float(series["value"][1])
-            for series in body["data"]["result"]
+            for series in self.api("query", query=promql)["result"]
         }
+
+    def rules(self) -> list[dict[str, Any]]:
+        """Every rule of the rule files as Prometheus loaded them: `name`, `query`,
+        `duration` (`for:`, in seconds), `labels`, `annotations`, `health`, `lastError`,
+        `alerts` (pending or firing, with their `labels` and `state`)..."""
+        return [rule for group in self.api("rules")["groups"] for rule in group["rules"]]
+
+    def label_values(self, label: str, match: str) -> set[str]:
+        """The values of `label` among the series `match` selects."""
+        return set(self.api(f"label/{label}/values", **{"match[]": match}))
 
     def poll(self, promql: str, expected: float, timeout: float = 60.0) -> None:
         """Query until `promql` gives one series of value `expected`."""
