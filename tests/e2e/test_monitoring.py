@@ -54,7 +54,11 @@ WAIT = 60.0
 # Alerts whose expression returns nothing at all while Redis is up. Not pending counts
 # growing: a burst can make pending's slope over the few seconds of data steep; its `for: 5m`
 # rides that out (alerts.test.yml).
-QUIET_WHILE_REDIS_IS_UP = {"CountingAddonRedisUnreachable", "CountingAddonCountsNotWritten"}
+QUIET_WHILE_REDIS_IS_UP = {
+    "CountingAddonRedisUnreachable",
+    "CountingAddonCountsNotWritten",
+    "CountingAddonDown",
+}
 # The grammar of a template variable's query in Grafana: label_values(selector, label).
 LABEL_VALUES = re.compile(r"label_values\((?P<match>.+), (?P<label>\w+)\)")
 

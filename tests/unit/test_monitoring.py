@@ -142,6 +142,7 @@ def test_the_alert_rules_name_only_what_the_metrics_endpoint_exports() -> None:
         "CountingAddonPendingCountsGrowing",
         "CountingAddonHigh5xxShare",
         "CountingAddonCountsNotWritten",
+        "CountingAddonDown",
     ]
 
 
