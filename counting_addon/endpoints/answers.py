@@ -35,14 +35,14 @@ def respond(flow: http.HTTPFlow, response: http.Response) -> None:
 
 
 async def read_shared(
-    counter: RedisCounter, within: float, windows: bool = False
+    counter: RedisCounter, within: float, windows: bool = False, own_counts: bool = True
 ) -> Shared | Failure:
-    """The shared counts once this process's are written (counter.py), with the `windows` if
-    asked, or why they can't be had within `within` s: the failure a read met, else the one
-    the writer is in."""
+    """The shared counts once this process's are written (counter.py; without waiting for them
+    if not `own_counts`), with the `windows` if asked, or why they can't be had within
+    `within` s: the failure a read met, else the one the writer is in."""
     try:
         async with asyncio.timeout(within):
-            return await counter.read_shared(windows)
+            return await counter.read_shared(windows, own_counts)
     except CounterUnavailable as e:
         return e.failure
     except TimeoutError:

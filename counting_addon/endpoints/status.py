@@ -16,6 +16,14 @@ if TYPE_CHECKING:
     from counting_addon.traffic.counting import CountRequests
 
 
+def accepts_stale(cache_control: str) -> bool:
+    """Whether a request's Cache-Control has `max-stale` (RFC 9111 5.2.1.2: the client takes
+    an answer that is not the freshest): /status then answers with the counts in Redis now,
+    without waiting for this process's own to be written (counter.py)."""
+    directives = (d.split("=", 1)[0].strip().lower() for d in cache_control.split(","))
+    return "max-stale" in directives
+
+
 def by_series(labels: tuple[str, ...], series: dict[Values, int]) -> list[dict[str, object]]:
     """/status's "by": one object per series, its labels then its count, the largest first
     (then by labels)."""
@@ -41,7 +49,8 @@ class StatusEndpoint:
     async def answer(self, flow: http.HTTPFlow) -> http.Response:
         counter = self.counting.counter
         assert counter, "configure() runs before any flow"
-        shared = await read_shared(counter, self.read_timeout, windows=True)
+        own_counts = not accepts_stale(flow.request.headers.get("Cache-Control", ""))
+        shared = await read_shared(counter, self.read_timeout, True, own_counts)
         if isinstance(shared, Shared):
             body: dict[str, object] = {"counter": shared.requests, "uptime": PROCESS.uptime()}
             if shared.windows is not None:

@@ -229,17 +229,19 @@ class RedisCounter:
         """The shared request count; as `read_shared`."""
         return (await self.read_shared()).requests
 
-    async def read_shared(self, windows: bool = False) -> Shared:
+    async def read_shared(self, windows: bool = False, own_counts: bool = True) -> Shared:
         """The shared counts in Redis once this process's counts (and resets) are written,
         with the series when counted by labels and, if asked, the `windows`;
-        CounterUnavailable if they can't be read.
+        CounterUnavailable if they can't be read. Without `own_counts`, the counts in Redis
+        now, without waiting for this process's to be written: for a poll that can take
+        figures a moment old, one round trip however busy the writer is.
 
         The one read path (/status, /metrics, and `latest` for counter.get): one round trip,
         the write that took our counts bringing the values back, or the read script. Waits as
         long as Redis is away: callers bound it with a timeout.
         """
         reads = Reads(bool(self.series.labels), windows)
-        written = await self._write_through(reads)
+        written = await self._write_through(reads) if own_counts else None
         if written is not None and reads.covered_by(written):
             return written
         while True:
@@ -255,7 +257,8 @@ class RedisCounter:
             started_after, read_for = self._reading_after
             # A read sent after every write acknowledged so far sees this process's counts
             # (written through, above): join it if it reads enough.
-            if started_after == self._writes and reads | read_for == read_for:
+            fresh = started_after == self._writes or not own_counts
+            if fresh and reads | read_for == read_for:
                 break
             # One read at a time: a burst of /status opens no more connections to Redis.
             await asyncio.wait({reading})

@@ -169,6 +169,22 @@ def test_sequential_requests_are_counted_before_status_answers(
     assert redis_client.get("counter") == str(sent).encode()
 
 
+def test_max_stale_answers_the_same_json_and_catches_up(proxy: Proxy) -> None:
+    """`Cache-Control: max-stale` (a dashboard's poll): the same answer, from the counts in
+    Redis now; this process's last counts show once written, without another request."""
+    stale = {"Cache-Control": "max-stale=2"}
+    with httpx.Client(base_url=proxy.url, timeout=30) as client:
+        for i in range(5):
+            assert client.get(f"/stale/{i}").status_code == 200
+        body = assert_status_answer(client.get("/status", headers=stale))
+        assert body["counter"] in range(6), body
+        wait_for(
+            lambda: json_body(client.get("/status", headers=stale))["counter"] == 5,
+            10,
+            "the stale reads to show the 5 requests",
+        )
+
+
 def test_n_sequential_requests_then_status_is_n(proxy: Proxy) -> None:
     n = 40
     with httpx.Client(base_url=proxy.url, timeout=30) as client:

@@ -439,6 +439,24 @@ async def test_a_read_that_waits_for_the_writer_gets_everything_from_its_write(
     assert await counter.close(1.0) == 0
 
 
+async def test_a_read_that_takes_older_figures_does_not_wait_for_this_process_counts(
+    redis_url: str, redis_client: redis.Redis
+) -> None:
+    """own_counts=False (a poll that sent `Cache-Control: max-stale`): Redis's counts now, in
+    one read, while a read that must include this process's counts waits for the writer."""
+    redis_client.set("counter", 5)
+    counter = RedisCounter(parse(redis_url), "counter")
+    async with counter._writing:  # a write under way, its reply not yet come
+        counter.add()
+        await stays_pending(counter.read(), lambda: True, "the read to start")
+        async with asyncio.timeout(5):
+            shared = await counter.read_shared(windows=True, own_counts=False)
+        assert (shared.requests, shared.windows is not None) == (5, True)
+    async with asyncio.timeout(10):
+        assert await counter.read() == 6
+    assert await counter.close(1.0) == 0
+
+
 def test_the_clients_never_retry_on_their_own(redis_url: str) -> None:
     """redis-py retries by default, re-sending a write whose reply was lost: the writer
     resends itself, knowing it is the same batch."""
