@@ -27,7 +27,7 @@ from counting_addon.store.shared import Shared
 from counting_addon.store.url import parse
 from tests.support.in_process import BACKOFF_CAP
 from tests.support.processes import poll, start_redis, stays_pending, unreachable_redis_url
-from tests.support.redis_admin import script_calls
+from tests.support.redis_admin import admin_of, script_calls
 from tests.support.relay import Relay
 
 # What keeps a read waiting in the tests below: the write of its counts failed.
@@ -402,20 +402,22 @@ async def test_a_reader_writes_the_counts_itself(redis_url: str, redis_client: r
 
 
 async def test_a_burst_of_reads_shares_one_read_and_one_connection(
-    redis_url: str, redis_client: redis.Redis
+    own_redis: EmbeddedRedis,
 ) -> None:
     """Twenty /status at once while nothing is pending: one read script, one connection (each
-    opened its own before, and the pool kept them all)."""
-    redis_client.set("counter", 5)
-    counter = RedisCounter(parse(redis_url), "counter")
-    assert await counter.read() == 5  # the read script loaded, the connection open
-    clients, reads = redis_client.info("clients")["connected_clients"], script_calls(redis_client)
-    async with asyncio.timeout(10):
-        answers = await asyncio.gather(*(counter.read_shared(windows=True) for _ in range(20)))
-    assert {(a.requests, a.windows is not None) for a in answers} == {(5, True)}
-    assert script_calls(redis_client) - reads == 1
-    assert redis_client.info("clients")["connected_clients"] == clients
-    assert await counter.close(1.0) == 0
+    opened its own before, and the pool kept them all). A Redis of the test's own: no other
+    client comes or goes."""
+    with admin_of(own_redis) as admin:
+        admin.set("counter", 5)
+        counter = RedisCounter(parse(own_redis.url), "counter")
+        assert await counter.read() == 5  # the read script loaded, the connection open
+        clients, reads = admin.info("clients")["connected_clients"], script_calls(admin)
+        async with asyncio.timeout(10):
+            answers = await asyncio.gather(*(counter.read_shared(windows=True) for _ in range(20)))
+        assert {(a.requests, a.windows is not None) for a in answers} == {(5, True)}
+        assert script_calls(admin) - reads == 1
+        assert admin.info("clients")["connected_clients"] == clients
+        assert await counter.close(1.0) == 0
 
 
 async def test_a_read_that_waits_for_the_writer_gets_everything_from_its_write(
