@@ -7,6 +7,7 @@ from typing import TYPE_CHECKING
 
 from mitmproxy import http
 
+from counting_addon.code_class import CodeClass
 from counting_addon.endpoints.answers import READ_TIMEOUT, json_response, read_shared
 from counting_addon.process import PROCESS
 from counting_addon.store.ledger import Values
@@ -36,8 +37,8 @@ def by_series(labels: tuple[str, ...], series: dict[Values, int]) -> list[dict[s
 class StatusEndpoint:
     """Answers GET on the status path (counter_status_path, rules.py) with the shared count
     and this process's uptime, then the shared requests of the last minute, hour and day and
-    the body bytes both ways, and the series when counted by labels; 503 with the reason
-    while Redis can't say."""
+    the body bytes both ways, the responses by class, and the series when counted by labels;
+    503 with the reason while Redis can't say."""
 
     name = "status"
 
@@ -57,6 +58,7 @@ class StatusEndpoint:
                 body.update(asdict(shared.windows))
             body["request_bytes"] = shared.request_bytes
             body["response_bytes"] = shared.response_bytes
+            body["responses"] = {c.value: shared.responses.get(c, 0) for c in CodeClass}
             if shared.series is not None:
                 body["by"] = by_series(counter.series.labels, shared.series)
             return json_response(200, body)
