@@ -31,6 +31,13 @@ STATUS_FIELDS = (
 STATUS_KEYS = set(STATUS_FIELDS)
 # The keys of its "responses": the shared responses by class of status code, each class always.
 RESPONSE_CLASSES = ("1xx", "2xx", "3xx", "4xx", "5xx")
+# What browsers send as Accept when they open a page: /status answers them the live page.
+ACCEPT_CHROMIUM = (
+    "text/html,application/xhtml+xml,application/xml;q=0.9,image/avif,image/webp,image/apng,"
+    "*/*;q=0.8,application/signed-exchange;v=b3;q=0.7"
+)
+ACCEPT_FIREFOX = "text/html,application/xhtml+xml,application/xml;q=0.9,*/*;q=0.8"
+ACCEPT_SAFARI = "text/html,application/xhtml+xml,application/xml;q=0.9,*/*;q=0.8"
 # A request that makes the proxy answer and close: raw tests send it after a bad one.
 GOOD_REQUEST = b"GET /good HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
 
