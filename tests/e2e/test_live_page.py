@@ -17,6 +17,7 @@ from typing import cast
 
 import httpx
 import pytest
+import redis
 from selenium.webdriver.common.by import By
 
 from counting_addon.launcher.embedded_redis import EmbeddedRedis
@@ -253,6 +254,30 @@ def test_a_redis_outage_shows_on_the_page_and_recovery_clears_it(
     assert browser.text("counter") == "8"
     # The browser logs each 503 and refused connection it met; nothing else.
     assert page_errors(browser, ("status of 503", "ERR_CONNECTION_REFUSED")) == []
+
+
+def test_a_counter_that_goes_down_restarts_the_rate_never_below_zero(
+    browser: Browser, proxy: Proxy, redis_client: redis.Redis
+) -> None:
+    """A reset, as the page sees it: the count lower than the last one it read."""
+    send_all(proxy.url, [(f"/before/{i}", {}) for i in range(20)])
+    open_page(browser, proxy.url)
+    browser.wait_text("counter", showing("20"), SHOWN, "counter 20")
+    seen: list[str] = []
+
+    def restarted() -> bool:
+        seen.append(browser.text("rate"))
+        return "restarted" in seen[-1]
+
+    redis_client.set("counter", 5)
+    wait_for(restarted, SHOWN, "the rate restarted")
+    browser.wait_text("counter", showing("5"), SHOWN, "counter 5")
+    send_all(proxy.url, [(f"/after/{i}", {}) for i in range(3)])
+    browser.wait_text("counter", showing("8"), SHOWN, "counter 8")
+    # Rates after the restart are from the counts after it: 3 requests, never 20 back.
+    rates = [figure(text) for text in seen] + [figure(browser.text("rate"))]
+    assert all(r == "-" or 0 <= float(r) for r in rates), rates
+    assert page_errors(browser) == []
 
 
 def test_counter_allow_from_fences_the_page(

@@ -77,12 +77,14 @@
   // point.
   const rate = {
     last: null,
+    restarted: null,
     times: [],
     values: [],
     observe(counter) {
       const now = performance.now();
       const previous = this.last;
       this.last = { now, counter };
+      if (previous !== null && counter < previous.counter) this.restarted = new Date();
       if (previous === null || counter < previous.counter || now <= previous.now) {
         this.push(null);
         return null;
@@ -186,13 +188,16 @@
   function good(body) {
     const perSecond = rate.observe(body.counter);
     figure("counter", integer.format(body.counter));
-    put("rate", perSecond === null ? "-" : oneDecimal.format(perSecond));
+    const restarted = rate.restarted && `restarted ${clock(rate.restarted)}: the count went down`;
+    figure("rate", perSecond === null ? "-" : oneDecimal.format(perSecond), restarted);
     for (const id of ["last_minute", "last_hour", "last_day"]) {
       put(id, isCount(body[id]) ? integer.format(body[id]) : "-");
     }
-    figure("uptime", duration(body.uptime), `${integer.format(body.uptime)} s`);
+    if (isCount(body.uptime)) {
+      figure("uptime", duration(body.uptime), `${integer.format(body.uptime)} s`);
+    }
     for (const id of ["request_bytes", "response_bytes"]) {
-      figure(id, `${integer.format(body[id])} B`, sized(body[id]));
+      if (isCount(body[id])) figure(id, `${integer.format(body[id])} B`, sized(body[id]));
     }
     showResponses(body.responses);
     showSeries(body.by);
