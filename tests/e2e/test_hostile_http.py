@@ -19,7 +19,9 @@ from pathlib import Path
 import httpx
 import pytest
 
+from counting_addon.endpoints.live_page import page
 from tests.support.http_client import (
+    ACCEPT_CHROMIUM,
     STATUS_KEYS,
     RawResponse,
     assert_good_request_served,
@@ -415,6 +417,11 @@ PAYLOAD_QUERY = (
 ).encode()
 
 
+BROWSER_HEADERS = PAYLOAD_HEADERS.replace(
+    f"Accept: text/html, {MARK}\r\n".encode(), f"Accept: {ACCEPT_CHROMIUM}\r\n".encode()
+)
+
+
 def probes() -> list[tuple[str, bytes, bool]]:
     """(name, raw request, whether the method is GET/HEAD) carrying the payload every way."""
     body = PAYLOAD.encode()
@@ -423,6 +430,13 @@ def probes() -> list[tuple[str, bytes, bool]]:
         ("GET headers and cookies", request(b"/status", PAYLOAD_HEADERS), True),
         ("GET all", request(b"/status" + PAYLOAD_QUERY, PAYLOAD_HEADERS), True),
         ("HEAD all", request(b"/status" + PAYLOAD_QUERY, PAYLOAD_HEADERS, b"HEAD"), True),
+        # A browser's Accept: the live page, the same bytes for every request.
+        ("GET all, a browser", request(b"/status" + PAYLOAD_QUERY, BROWSER_HEADERS), True),
+        (
+            "HEAD all, a browser",
+            request(b"/status" + PAYLOAD_QUERY, BROWSER_HEADERS, b"HEAD"),
+            True,
+        ),
         (
             "POST body",
             request(
@@ -444,7 +458,8 @@ def test_status_never_reflects_request_input(
 ) -> None:
     """/status with a payload in the query, headers, cookies, body and method: the response
     bytes (head and body) never contain it, and the JSON has exactly the documented keys:
-    200 with STATUS_FIELDS, 503 {error, uptime, pending}, 405 {error}."""
+    200 with STATUS_FIELDS, 503 {error, uptime, pending}, 405 {error}; to a browser's Accept the
+    live page, byte for byte the same whatever the request holds."""
     url = redis_url if redis_up else f"redis://127.0.0.1:{free_port()}/0"
     p = start_proxy(upstream, url)
     ok = 200 if redis_up else 503
@@ -460,7 +475,12 @@ def test_status_never_reflects_request_input(
             assert r.status == 405, f"{name}: {r.raw!r}"
             is_405(r)
         elif data.startswith(b"HEAD"):
-            assert r.status == ok and r.body == b"", f"{name}: {r.raw!r}"
+            assert r.status == (200 if "a browser" in name else ok), f"{name}: {r.raw!r}"
+            assert r.body == b"", f"{name}: {r.raw!r}"
+        elif "a browser" in name:
+            assert r.status == 200, f"{name}: {r.raw!r}"
+            assert r.header("content-type") == "text/html; charset=utf-8", name
+            assert r.body == page().html, name
         else:
             assert r.status == ok, f"{name}: {r.raw!r}"
             body = json_body(r)
