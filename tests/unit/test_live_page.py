@@ -12,7 +12,7 @@ from importlib.resources import files
 import pytest
 from mitmproxy import http
 
-from counting_addon.endpoints.live_page import UPLOT, page
+from counting_addon.endpoints.live_page import UPLOT, inlined, page
 from tests.support.flows import all_hooks, flow
 from tests.support.http_client import (
     ACCEPT_CHROMIUM,
@@ -162,3 +162,9 @@ def test_the_vendored_uplot_is_inlined_whole_with_its_version() -> None:
     assets = files("counting_addon.endpoints") / "page"
     for name in ("page.js", "page.css"):
         assert (assets / name).read_text(encoding="utf-8") in page().html.decode()
+
+
+@pytest.mark.parametrize("text", ["a</script>b", "a</STYLE >b", "'</script'"])
+def test_an_asset_that_would_end_its_element_is_refused(text: str) -> None:
+    with pytest.raises(ValueError, match="closing tag"):
+        inlined("page.js", text)
