@@ -140,8 +140,12 @@
     [[], []],
     chartBox,
   );
-  new ResizeObserver(() => chart.setSize({ width: Math.max(300, chartBox.clientWidth), height: 220 }))
-    .observe(chartBox);
+  // Resized with its box, only when the width changed: a resize from within the observer's
+  // own callback would be reported again.
+  new ResizeObserver(() => {
+    const width = Math.max(300, chartBox.clientWidth);
+    if (width !== chart.width) chart.setSize({ width, height: 220 });
+  }).observe(chartBox);
 
   function showResponses(responses) {
     const counts = CLASSES.map((c) => (isCount(responses?.[c]) ? responses[c] : 0));
