@@ -132,8 +132,10 @@ def test_the_page_asks_for_nothing_outside_itself() -> None:
     assert not re.search(r"""(?:src|href)\s*=\s*["']?(?:https?:|//)""", html)
     # No element that would load anything: scripts and styles are inline, no link but the icon.
     assert not re.search(r"<script[^>]*\bsrc|<link(?![^>]*rel=\"icon\")|<img|<iframe|@import", html)
-    # The polling asks the page's own path, whatever it is configured as.
+    # The polling asks the page's own path, whatever it is configured as, for JSON, taking
+    # the counts in Redis as they are (max-stale) rather than waiting on this proxy's writes.
     assert "fetch(location.pathname" in html
+    assert '{ Accept: "application/json", "Cache-Control": "max-stale" }' in html
 
 
 def test_the_policy_names_exactly_the_inline_scripts_and_styles() -> None:

@@ -238,8 +238,10 @@
     const abort = new AbortController();
     const timer = setTimeout(() => abort.abort(), TIMEOUT_MS);
     try {
+      // max-stale: the counts in Redis now, without waiting for this proxy's last ones to be
+      // written (docs/endpoints.md): a dashboard's poll, one read however busy the proxy.
       const response = await fetch(location.pathname, {
-        headers: { Accept: "application/json" },
+        headers: { Accept: "application/json", "Cache-Control": "max-stale" },
         cache: "no-store",
         signal: abort.signal,
       });
