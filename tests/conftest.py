@@ -11,9 +11,11 @@ import pytest
 import redis
 
 from counting_addon.launcher.embedded_redis import EmbeddedRedis
+from tests.support.browser import Browser, missing_browser
 from tests.support.debian_redis import missing_binaries, missing_tls
 from tests.support.package import Installed, build_wheel, install
 from tests.support.processes import (
+    Process,
     Proxy,
     ProxyFactory,
     start_redis,
@@ -84,6 +86,17 @@ def https_upstream(tmp_path_factory: pytest.TempPathFactory, certs: Certificates
 
 
 @pytest.fixture
+def recorded_upstream(tmp_path: Path) -> Iterator[tuple[Process, str]]:
+    """An upstream of this test's own that logs every request it receives (processes.py's
+    reached_upstream); it and its base URL."""
+    directory = tmp_path / "recorded-upstream"
+    directory.mkdir()
+    proc, url = start_upstream(directory, record=True)
+    yield proc, url
+    proc.stop()
+
+
+@pytest.fixture
 def start_proxy(tmp_path: Path) -> Iterator[ProxyFactory]:
     """Starts proxies (waiting until /status answers); stops them after the test.
 
@@ -108,6 +121,21 @@ def start_proxy(tmp_path: Path) -> Iterator[ProxyFactory]:
 def proxy(start_proxy: ProxyFactory, upstream: str, redis_url: str) -> Proxy:
     """One mitmdump with the addon, defaults otherwise, in front of the test upstream."""
     return start_proxy(upstream, redis_url)
+
+
+# --- A real browser ------------------------------------------------------------------------------
+
+
+@pytest.fixture
+def browser(tmp_path: Path) -> Iterator[Browser]:
+    """A headless Chromium of this test's own (tests/support/browser.py); skipped, saying why,
+    without Debian's chromium and chromium-driver."""
+    why = missing_browser()
+    if why is not None:
+        pytest.skip(why)
+    started = Browser(tmp_path / "browser")
+    yield started
+    started.quit()
 
 
 # --- The installed package -----------------------------------------------------------------

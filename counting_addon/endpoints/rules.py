@@ -109,8 +109,9 @@ class Endpoints:
             str,
             "/status",
             'Path answered by the proxy itself, in reverse mode only, with JSON {"counter": '
-            '<requests counted in Redis>, "uptime": <seconds since start>}. The query string '
-            "is ignored; other paths, /status/ included, are proxied.",
+            '<requests counted in Redis>, "uptime": <seconds since start>, ...}, or to a '
+            "browser a live page of the same figures. The query string is ignored; other "
+            "paths, /status/ included, are proxied.",
         )
         loader.add_option(
             "counter_metrics_path",

@@ -1,4 +1,5 @@
-"""The /status endpoint: the shared counts and this process's uptime, as JSON."""
+"""The /status endpoint: the shared counts and this process's uptime, as JSON; to a browser, the
+live page that shows them (live_page.py)."""
 
 from __future__ import annotations
 
@@ -7,7 +8,10 @@ from typing import TYPE_CHECKING
 
 from mitmproxy import http
 
+from counting_addon.code_class import CodeClass
 from counting_addon.endpoints.answers import READ_TIMEOUT, json_response, read_shared
+from counting_addon.endpoints.live_page import page_response
+from counting_addon.endpoints.negotiation import prefers_html
 from counting_addon.process import PROCESS
 from counting_addon.store.ledger import Values
 from counting_addon.store.shared import Shared, largest_first
@@ -36,8 +40,9 @@ def by_series(labels: tuple[str, ...], series: dict[Values, int]) -> list[dict[s
 class StatusEndpoint:
     """Answers GET on the status path (counter_status_path, rules.py) with the shared count
     and this process's uptime, then the shared requests of the last minute, hour and day and
-    the body bytes both ways, and the series when counted by labels; 503 with the reason
-    while Redis can't say."""
+    the body bytes both ways, the responses by class, and the series when counted by labels;
+    503 with the reason while Redis can't say. A client that prefers HTML (a browser) gets
+    the live page instead, which reads Redis by polling the JSON, not here."""
 
     name = "status"
 
@@ -47,6 +52,15 @@ class StatusEndpoint:
         self.path = "/status"
 
     async def answer(self, flow: http.HTTPFlow) -> http.Response:
+        # Several Accept lines are one list (RFC 9110, 5.3).
+        accept = flow.request.headers.get_all("accept")
+        if prefers_html(", ".join(accept) if accept else None):
+            return page_response()
+        response = await self.json_answer(flow)
+        response.headers["Vary"] = "Accept"
+        return response
+
+    async def json_answer(self, flow: http.HTTPFlow) -> http.Response:
         counter = self.counting.counter
         assert counter, "configure() runs before any flow"
         own_counts = not accepts_stale(flow.request.headers.get("Cache-Control", ""))
@@ -57,6 +71,7 @@ class StatusEndpoint:
                 body.update(asdict(shared.windows))
             body["request_bytes"] = shared.request_bytes
             body["response_bytes"] = shared.response_bytes
+            body["responses"] = {c.value: shared.responses.get(c, 0) for c in CodeClass}
             if shared.series is not None:
                 body["by"] = by_series(counter.series.labels, shared.series)
             return json_response(200, body)

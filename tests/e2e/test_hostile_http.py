@@ -19,10 +19,13 @@ from pathlib import Path
 import httpx
 import pytest
 
+from counting_addon.endpoints.live_page import page
 from tests.support.http_client import (
+    ACCEPT_CHROMIUM,
     STATUS_KEYS,
     RawResponse,
     assert_good_request_served,
+    assert_status_fields,
     counter_of,
     raw_exchange,
 )
@@ -414,6 +417,11 @@ PAYLOAD_QUERY = (
 ).encode()
 
 
+BROWSER_HEADERS = PAYLOAD_HEADERS.replace(
+    f"Accept: text/html, {MARK}\r\n".encode(), f"Accept: {ACCEPT_CHROMIUM}\r\n".encode()
+)
+
+
 def probes() -> list[tuple[str, bytes, bool]]:
     """(name, raw request, whether the method is GET/HEAD) carrying the payload every way."""
     body = PAYLOAD.encode()
@@ -422,6 +430,13 @@ def probes() -> list[tuple[str, bytes, bool]]:
         ("GET headers and cookies", request(b"/status", PAYLOAD_HEADERS), True),
         ("GET all", request(b"/status" + PAYLOAD_QUERY, PAYLOAD_HEADERS), True),
         ("HEAD all", request(b"/status" + PAYLOAD_QUERY, PAYLOAD_HEADERS, b"HEAD"), True),
+        # A browser's Accept: the live page, the same bytes for every request.
+        ("GET all, a browser", request(b"/status" + PAYLOAD_QUERY, BROWSER_HEADERS), True),
+        (
+            "HEAD all, a browser",
+            request(b"/status" + PAYLOAD_QUERY, BROWSER_HEADERS, b"HEAD"),
+            True,
+        ),
         (
             "POST body",
             request(
@@ -443,11 +458,11 @@ def test_status_never_reflects_request_input(
 ) -> None:
     """/status with a payload in the query, headers, cookies, body and method: the response
     bytes (head and body) never contain it, and the JSON has exactly the documented keys:
-    200 {counter, uptime}, 503 {error, uptime, pending}, 405 {error}."""
+    200 with STATUS_FIELDS, 503 {error, uptime, pending}, 405 {error}; to a browser's Accept the
+    live page, byte for byte the same whatever the request holds."""
     url = redis_url if redis_up else f"redis://127.0.0.1:{free_port()}/0"
     p = start_proxy(upstream, url)
     ok = 200 if redis_up else 503
-    ok_keys = STATUS_KEYS if redis_up else {"error", "uptime", "pending"}
     for name, data, allowed in probes():
         start = time.monotonic()
         r = exchange(p.port, data)
@@ -460,12 +475,20 @@ def test_status_never_reflects_request_input(
             assert r.status == 405, f"{name}: {r.raw!r}"
             is_405(r)
         elif data.startswith(b"HEAD"):
-            assert r.status == ok and r.body == b"", f"{name}: {r.raw!r}"
+            assert r.status == (200 if "a browser" in name else ok), f"{name}: {r.raw!r}"
+            assert r.body == b"", f"{name}: {r.raw!r}"
+        elif "a browser" in name:
+            assert r.status == 200, f"{name}: {r.raw!r}"
+            assert r.header("content-type") == "text/html; charset=utf-8", name
+            assert r.body == page().html, name
         else:
             assert r.status == ok, f"{name}: {r.raw!r}"
             body = json_body(r)
-            assert set(body) == ok_keys, body
-            assert all(isinstance(body[k], int) for k in ok_keys - {"error"}), body
+            if redis_up:
+                assert_status_fields(body)
+            else:
+                assert set(body) == {"error", "uptime", "pending"}, body
+                assert isinstance(body["uptime"], int) and isinstance(body["pending"], int), body
     if redis_up:
         assert counter_of(p.url) == 0, "requests to /status are never counted"
     assert_clean_output(p, redis_up)

@@ -14,6 +14,7 @@ import redis
 
 from counting_addon import __version__
 from counting_addon.launcher.embedded_redis import answers
+from tests.support.http_client import ACCEPT_CHROMIUM
 from tests.support.package import Installed, outside_environment
 from tests.support.processes import ROOT, Process, free_port, wait_until_serving
 from tests.support.procfs import alive, children, cmdline
@@ -51,13 +52,23 @@ def stop_with_its_children(process: Process, pids: list[int]) -> int:
                 os.kill(pid, signal.SIGKILL)
 
 
-def test_the_wheel_holds_the_package_its_lua_scripts_and_licence_and_no_tests(
+def test_the_wheel_holds_the_package_its_lua_scripts_live_page_and_licence_and_no_tests(
     wheel: Path,
 ) -> None:
     names = zipfile.ZipFile(wheel).namelist()
     store = ROOT / "counting_addon" / "store"
     lua = {f"counting_addon/store/{p.name}" for p in store.glob("*.lua")}
     assert lua and lua <= set(names), sorted(names)
+    # The live page's files and the vendored uPlot with its licence and version.
+    page = ROOT / "counting_addon" / "endpoints" / "page"
+    assets = {
+        f"counting_addon/endpoints/page/{p.relative_to(page)}"
+        for p in page.rglob("*")
+        if p.is_file()
+    }
+    for vendored in ["uPlot.iife.min.js", "uPlot.min.css", "LICENSE", "VERSION"]:
+        assert f"counting_addon/endpoints/page/vendor/uplot/{vendored}" in assets
+    assert assets <= set(names), sorted(assets - set(names))
     for module in ["addon.py", "__main__.py", "launcher/run.py", "py.typed"]:
         assert f"counting_addon/{module}" in names
     top = {name.split("/")[0] for name in names}
@@ -118,6 +129,10 @@ def test_counting_proxy_from_the_wheel_starts_an_embedded_redis_counts_and_stops
         assert "starting an embedded Redis there" in proxy.output()
 
         assert proxied_and_counted(url, 3) == 3
+        # The live page, from the installed package's files.
+        page = httpx.get(f"{url}/status", headers={"Accept": ACCEPT_CHROMIUM}, timeout=10)
+        assert page.headers["content-type"] == "text/html; charset=utf-8", page.text[:200]
+        assert "uPlot" in page.text and "<title>counting_addon: live</title>" in page.text
         with redis.Redis.from_url(redis_url, socket_timeout=5) as client:
             # Written in the background, in batches: the shutdown writes what is left.
             assert int(client.get("counter") or 0) <= 3

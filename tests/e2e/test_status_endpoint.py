@@ -7,9 +7,16 @@ import socket
 import time
 
 import httpx
+import pytest
 import redis
 
-from tests.support.http_client import STATUS_KEYS, counter_of, raw_exchange, status_of
+from tests.support.http_client import (
+    ACCEPT_CHROMIUM,
+    assert_status_fields,
+    counter_of,
+    raw_exchange,
+    status_of,
+)
 from tests.support.processes import Proxy, ProxyFactory, free_port, wait_for
 
 
@@ -28,9 +35,9 @@ def assert_status_answer(response: httpx.Response) -> dict[str, object]:
     assert response.status_code == 200, (response.status_code, response.text)
     assert response.headers["content-type"] == "application/json"
     assert response.headers["cache-control"] == "no-store"
+    assert response.headers["vary"] == "Accept"
     body = json_body(response)
-    assert set(body) == STATUS_KEYS, body
-    assert all(is_int(body[key]) for key in STATUS_KEYS), body
+    assert_status_fields(body)
     return body
 
 
@@ -141,6 +148,45 @@ def test_status_requests_are_not_counted(proxy: Proxy, redis_client: redis.Redis
         assert_echo(client.get("/counted"), "GET", "/counted")
         assert json_body(client.get("/status"))["counter"] == 1
     assert redis_client.get("counter") == b"1"
+
+
+# --- a browser: the live page ---------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "accept",
+    [None, "*/*", "application/json", "text/html, application/json", "text/html;q=0", "nonsense"],
+)
+def test_every_client_but_a_browser_gets_the_json(proxy: Proxy, accept: str | None) -> None:
+    """curl (*/*), scripts asking for JSON, none at all: today's JSON, and Vary: Accept."""
+    header = b"" if accept is None else b"Accept: %s\r\n" % accept.encode()
+    request = b"GET /status HTTP/1.1\r\nHost: x\r\n%sConnection: close\r\n\r\n" % header
+    r = raw_exchange(proxy.port, request, timeout=10)
+    assert r.status == 200 and r.header("content-type") == "application/json", r.raw[:300]
+    assert r.header("vary") == "Accept"
+    assert_status_fields(json.loads(r.body))
+
+
+@pytest.mark.parametrize("method", ["GET", "HEAD"])
+def test_a_browser_gets_the_live_page_uncounted(
+    proxy: Proxy, redis_client: redis.Redis, method: str
+) -> None:
+    r = httpx.request(
+        method, f"{proxy.url}/status?x=1", headers={"Accept": ACCEPT_CHROMIUM}, timeout=10
+    )
+    assert r.status_code == 200
+    assert r.headers["content-type"] == "text/html; charset=utf-8"
+    assert r.headers["vary"] == "Accept"
+    assert r.headers["x-content-type-options"] == "nosniff"
+    assert r.headers["content-security-policy"].startswith("default-src 'none';")
+    length = int(r.headers["content-length"])
+    assert 0 < length <= 150 * 1024
+    if method == "GET":
+        assert len(r.content) == length and r.text.startswith("<!doctype html>")
+    else:
+        assert r.content == b""
+    assert counter_of(proxy.url) == 0
+    assert redis_client.get("counter") is None
 
 
 # --- counter ---------------------------------------------------------------------------------

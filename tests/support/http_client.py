@@ -26,8 +26,18 @@ STATUS_FIELDS = (
     "last_day",
     "request_bytes",
     "response_bytes",
+    "responses",
 )
 STATUS_KEYS = set(STATUS_FIELDS)
+# The keys of its "responses": the shared responses by class of status code, each class always.
+RESPONSE_CLASSES = ("1xx", "2xx", "3xx", "4xx", "5xx")
+# What browsers send as Accept when they open a page: /status answers them the live page.
+ACCEPT_CHROMIUM = (
+    "text/html,application/xhtml+xml,application/xml;q=0.9,image/avif,image/webp,image/apng,"
+    "*/*;q=0.8,application/signed-exchange;v=b3;q=0.7"
+)
+ACCEPT_FIREFOX = "text/html,application/xhtml+xml,application/xml;q=0.9,*/*;q=0.8"
+ACCEPT_SAFARI = "text/html,application/xhtml+xml,application/xml;q=0.9,*/*;q=0.8"
 # A request that makes the proxy answer and close: raw tests send it after a bad one.
 GOOD_REQUEST = b"GET /good HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
 
@@ -138,6 +148,21 @@ def status_json(url: str, timeout: float = 10.0) -> tuple[int, dict[str, object]
     body = json.loads(r.content)
     assert isinstance(body, dict), (r.status_code, r.text)
     return r.status_code, body
+
+
+def is_count(value: object) -> bool:
+    """An integer of 0 or more (JSON's true is not one)."""
+    return type(value) is int and value >= 0
+
+
+def assert_status_fields(body: dict[str, object]) -> None:
+    """A 200 /status body has exactly STATUS_FIELDS, in order, each a count but "responses",
+    a count for each of RESPONSE_CLASSES, in order."""
+    assert tuple(body) == STATUS_FIELDS, body
+    assert all(is_count(body[name]) for name in STATUS_FIELDS if name != "responses"), body
+    responses = body["responses"]
+    assert isinstance(responses, dict) and tuple(responses) == RESPONSE_CLASSES, body
+    assert all(map(is_count, responses.values())), body
 
 
 def poll_status(

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import os
 import shutil
 import signal
 import socket
@@ -270,11 +271,23 @@ def lines_with(process: Process, text: str) -> list[str]:
     return [line for line in process.output().splitlines() if text in line]
 
 
-def start_upstream(directory: Path, *tls_files: Path) -> tuple[Process, str]:
-    """tests/support/upstream.py on a free port, over TLS given a certificate and key."""
+# tests/support/upstream.py logs "request METHOD TARGET" for each request when this is set.
+RECORD = "UPSTREAM_RECORD"
+
+
+def start_upstream(directory: Path, *tls_files: Path, record: bool = False) -> tuple[Process, str]:
+    """tests/support/upstream.py on a free port, over TLS given a certificate and key; with
+    `record`, it logs every request it receives, for `reached_upstream`."""
     port = free_port()
     script = Path(__file__).with_name("upstream.py")
     command = [sys.executable, str(script), str(port), *map(str, tls_files)]
-    proc = Process(command, directory / "upstream.log")
+    env = {**os.environ, RECORD: "1"} if record else None
+    proc = Process(command, directory / "upstream.log", env=env)
     wait_for(lambda: "ready" in proc.output(), 15, "the upstream server")
     return proc, f"{'https' if tls_files else 'http'}://127.0.0.1:{port}"
+
+
+def reached_upstream(upstream: Process) -> list[str]:
+    """What an upstream started with `record` received so far: "METHOD TARGET" per request,
+    in the order it read their heads."""
+    return [line.removeprefix("request ") for line in lines_with(upstream, "request ")]

@@ -13,7 +13,8 @@ kept) and the body's length and sha256.
 /trickle?size=N&pieces=K&interval=S[&chunked=1]: N bytes in K pieces, S seconds apart.
 /ws with a WebSocket upgrade (RFC 6455, no extensions): a 101, then every message echoed back
   as it came (text or binary, in order), pings answered, the close handshake returned.
-Bodies are the PATTERN's bytes; waits are capped at MAX_WAIT.
+Bodies are the PATTERN's bytes; waits are capped at MAX_WAIT. With UPSTREAM_RECORD set, each
+request's method and target are logged to stdout, for a test to see what reached the upstream.
 """
 
 from __future__ import annotations
@@ -28,6 +29,7 @@ import socket
 import ssl
 import struct
 import sys
+import threading
 import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from urllib.parse import parse_qs, urlsplit
@@ -41,6 +43,10 @@ PATTERN = bytes(range(256)) * (CHUNK // 256)
 FAULT_PARTIAL = 1000
 # No endpoint keeps a thread waiting longer than this, whatever it is asked.
 MAX_WAIT = 120.0
+# With UPSTREAM_RECORD set (processes.py's start_upstream(record=True)), every request's
+# method and target go to stdout as "request METHOD TARGET", one line each, as its head is read.
+RECORDING = bool(os.environ.get("UPSTREAM_RECORD"))
+RECORD_LOCK = threading.Lock()
 # RFC 6455, section 1.3: appended to the client's key to prove the server read the handshake.
 WS_GUID = b"258EAFA5-E914-47DA-95CA-C5AB0DC85B11"
 
@@ -97,6 +103,10 @@ class Handler(BaseHTTPRequestHandler):
         return size, digest.hexdigest()
 
     def _handle(self) -> None:
+        if RECORDING:
+            with RECORD_LOCK:
+                sys.stdout.write(f"request {self.command} {self.path}\n")
+                sys.stdout.flush()
         size, sha = self._read_body()
         url = urlsplit(self.path)
         if url.path == "/ws" and self.headers.get("Upgrade", "").lower() == "websocket":

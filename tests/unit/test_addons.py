@@ -260,7 +260,9 @@ class TestStatus:
         assert isinstance(body["uptime"], int) and body["uptime"] >= 0
         assert f.marked and f.comment  # visible as the proxy's own answer in mitmweb
 
-    async def test_status_adds_the_windows_and_the_bytes(self, counting_proxy: MakeProxy) -> None:
+    async def test_status_adds_the_windows_the_bytes_and_the_responses(
+        self, counting_proxy: MakeProxy
+    ) -> None:
         running = counting_proxy()
         for body in (b"", b"12345"):
             f = flow("/up", "POST")
@@ -280,6 +282,7 @@ class TestStatus:
             "last_day": 2,
             "request_bytes": 5,
             "response_bytes": 14,
+            "responses": {"1xx": 0, "2xx": 2, "3xx": 0, "4xx": 0, "5xx": 0},
         }
 
     async def test_other_methods(self, counting_proxy: MakeProxy) -> None:
