@@ -73,7 +73,24 @@ KEY = "counter"
 # results.md), nearly all 2xx and a few 4xx, so that the script increments two hash fields.
 BATCH_REQUESTS = 70
 BATCH_RESPONSES = (0, 68, 0, 2, 0)
-BATCH = Batch(1, BATCH_REQUESTS, BATCH_RESPONSES)
+# Since issue 20 a batch also credits its requests to the buckets of their second, minute and
+# hour, and adds its body bytes: small bodies both ways.
+BATCH_REQUEST_BYTES = 70 * 100
+BATCH_RESPONSE_BYTES = 70 * 1000
+
+
+def batch(seq: int, now: float) -> Batch:
+    """A batch of a proxy under load whose requests all arrived in the second of `now`."""
+    return Batch(
+        seq,
+        BATCH_REQUESTS,
+        BATCH_RESPONSES,
+        seconds=((int(now), BATCH_REQUESTS),),
+        request_bytes=BATCH_REQUEST_BYTES,
+        response_bytes=BATCH_RESPONSE_BYTES,
+    )
+
+
 WRITES_PER_SECOND = 1 / WRITE_INTERVAL
 PERSISTENCE: dict[str, list[str]] = {
     "none": ["--appendonly", "no"],
@@ -144,9 +161,8 @@ async def _run_job(job: Job) -> Outcome:
 
     async def write(i: int) -> None:
         sequence[i] += 1
-        call = ScriptCall.of(
-            keys[i], Batch(sequence[i], BATCH_REQUESTS, BATCH_RESPONSES), now=time.time()
-        )
+        now = time.time()
+        call = ScriptCall.of(keys[i], batch(sequence[i], now), now=now)
         # The product's own call: EVALSHA, no pipeline, no WAIT (counter_redis_replicas=0).
         await writers[i].run_script(scripts[i], call.keys, call.args, 0)
 
@@ -373,7 +389,8 @@ def redis_benchmark(
     per call (a random one: redis-benchmark can't count up a sequence), so that every call
     applies a batch; and the probe beside it."""
     sha = admin.script_load(APPLY_BATCH)
-    call = ScriptCall.of(BatchKeys.of(KEY, "__rand_int__"), BATCH, now=time.time())
+    now = time.time()
+    call = ScriptCall.of(BatchKeys.of(KEY, "__rand_int__"), batch(1, now), now=now)
     # A bound in count that outlasts the window below 60k calls/s; past it, its own figure.
     count = int(seconds * 60_000)
     command = [
@@ -429,12 +446,13 @@ def memory(admin: redis.Redis, keys: int = 10_000) -> Memory:
     """MEMORY USAGE of each kind of key; and used_memory before and after `keys` writer keys."""
     admin.flushall()
     sha = admin.script_load(APPLY_BATCH)
-    call = ScriptCall.of(BatchKeys.of(KEY, uuid.uuid4().hex), BATCH, now=time.time())
+    now = time.time()
+    call = ScriptCall.of(BatchKeys.of(KEY, uuid.uuid4().hex), batch(1, now), now=now)
     admin.evalsha(sha, len(call.keys), *call.keys, *call.args)
     base = int(admin.info("memory")["used_memory"])
     with admin.pipeline(transaction=False) as pipe:
         for _ in range(keys):
-            each = ScriptCall.of(BatchKeys.of(KEY, uuid.uuid4().hex), BATCH, now=time.time())
+            each = ScriptCall.of(BatchKeys.of(KEY, uuid.uuid4().hex), batch(1, now), now=now)
             pipe.evalsha(sha, len(each.keys), *each.keys, *each.args)
         pipe.execute()
     grown = int(admin.info("memory")["used_memory"]) - base
@@ -580,7 +598,9 @@ def report(rows: Sequence[Row], memory_figures: Memory, seconds: float, took: fl
         "Each call is the product's own write: APPLY_BATCH by EVALSHA through counting_addon's "
         "RedisClient (redis.asyncio, no pipelining, one connection per writer), each writer "
         "with its own writer key and increasing sequence numbers, a batch of "
-        f"{BATCH_REQUESTS} requests ({BATCH_RESPONSES[1]} 2xx, {BATCH_RESPONSES[3]} 4xx). "
+        f"{BATCH_REQUESTS} requests ({BATCH_RESPONSES[1]} 2xx, {BATCH_RESPONSES[3]} 4xx) that "
+        "arrived in one second (credited to its second, minute and hour buckets, as since "
+        f"issue 20) with {BATCH_REQUEST_BYTES:,} and {BATCH_RESPONSE_BYTES:,} body bytes. "
         "Back to back: every writer sends its next call when the last one is answered. Paced: "
         f"each writer is a proxy under load, one call per WRITE_INTERVAL ({WRITE_INTERVAL:g} "
         "s). Calls/s, Redis CPU (used_cpu_sys + used_cpu_user, as a share of one core) and µs "
