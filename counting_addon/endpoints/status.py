@@ -52,9 +52,8 @@ class StatusEndpoint:
         self.path = "/status"
 
     async def answer(self, flow: http.HTTPFlow) -> http.Response:
-        # Several Accept lines are one list (RFC 9110, 5.3).
-        accept = flow.request.headers.get_all("accept")
-        if prefers_html(", ".join(accept) if accept else None):
+        # Several Accept lines are one list (RFC 9110, 5.3): mitmproxy's Headers joins them.
+        if prefers_html(flow.request.headers.get("accept")):
             return page_response()
         response = await self.json_answer(flow)
         response.headers["Vary"] = "Accept"

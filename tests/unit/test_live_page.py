@@ -63,6 +63,23 @@ async def test_other_clients_get_the_json(counting_proxy: MakeProxy, accept: str
     assert_status_fields(json.loads(response.content or b""))
 
 
+@pytest.mark.parametrize(
+    ("lines", "page_expected"),
+    [
+        (("application/json;q=0.5", "text/html"), True),
+        (("text/html", "application/json"), False),  # a tie over two lines: JSON
+        (("text/html;q=0.5", "application/json"), False),
+    ],
+)
+async def test_several_accept_lines_are_read_as_one_list(
+    counting_proxy: MakeProxy, lines: tuple[str, ...], page_expected: bool
+) -> None:
+    f = flow("/status", headers=tuple((b"accept", line.encode()) for line in lines))
+    response = await answer(counting_proxy, f)
+    assert (response.content == page().html) is page_expected
+    assert response.headers["vary"] == "Accept"
+
+
 async def test_the_page_is_served_at_the_configured_status_path(
     counting_proxy: MakeProxy,
 ) -> None:
