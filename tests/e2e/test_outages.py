@@ -20,6 +20,7 @@ from tests.support.http_client import (
     concurrent_gets,
     counter_is,
     counter_of,
+    is_count,
     poll_status,
     send,
     status_json,
@@ -47,10 +48,6 @@ BURST_TIMEOUT = 60.0
 PAUSE_MS = 800
 
 
-def is_int(value: object) -> bool:
-    return isinstance(value, int) and not isinstance(value, bool)
-
-
 def is_outage(code: int, body: dict[str, object]) -> bool:
     """A 503 with the specified fields and counts pending."""
     if code != 503 or not {"error", "uptime", "pending"} <= set(body):
@@ -59,7 +56,7 @@ def is_outage(code: int, body: dict[str, object]) -> bool:
     return (
         isinstance(error, str)
         and bool(error)
-        and is_int(uptime)
+        and is_count(uptime)
         and isinstance(pending, int)
         and not isinstance(pending, bool)
         and pending > 0

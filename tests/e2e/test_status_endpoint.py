@@ -14,6 +14,7 @@ from tests.support.http_client import (
     ACCEPT_CHROMIUM,
     assert_status_fields,
     counter_of,
+    is_count,
     raw_exchange,
     status_of,
 )
@@ -24,10 +25,6 @@ def json_body(response: httpx.Response) -> dict[str, object]:
     body = json.loads(response.content)
     assert isinstance(body, dict), body
     return body
-
-
-def is_int(value: object) -> bool:
-    return isinstance(value, int) and not isinstance(value, bool)
 
 
 def assert_status_answer(response: httpx.Response) -> dict[str, object]:
@@ -328,7 +325,7 @@ def assert_503_answer(response: httpx.Response, elapsed: float, pending: int) ->
     body = json_body(response)
     assert {"error", "uptime", "pending"} <= set(body), body
     assert isinstance(body["error"], str) and body["error"], body
-    assert is_int(body["uptime"]), body
+    assert is_count(body["uptime"]), body
     assert body["pending"] == pending, body
 
 
