@@ -7,9 +7,10 @@ instead would add the cost of reconnecting, which grows with the run's length, n
 requests).
 """
 
-from counting_addon import CountingProxy
+from counting_addon.proxy import CountingProxy, script_names
 from counting_addon.store import counter
 
 counter.WRITE_INTERVAL = 3600.0
 
-addons = [CountingProxy()]
+# As counting_addon/addon.py gives them to mitmproxy.
+globals().update(script_names(CountingProxy()))

@@ -83,9 +83,14 @@ def check_paths_differ(status: str, metrics: str | None) -> None:
         )
 
 
+def path_of(request_path: str) -> str:
+    """What an endpoint's path is compared with: the request's path without its query string."""
+    return request_path.partition("?")[0]
+
+
 def matches(request_path: str, endpoint_path: str | None) -> bool:
     """The request's path equals the endpoint's exactly, its query string ignored."""
-    return request_path.partition("?")[0] == endpoint_path
+    return path_of(request_path) == endpoint_path
 
 
 def is_reverse(mode: str) -> bool:
@@ -153,10 +158,13 @@ class Endpoints:
         refused unread if its body can't be read first."""
         if not isinstance(flow.client_conn.proxy_mode, ReverseMode):
             return False
-        request_path = flow.request.path
-        for endpoint in self.endpoints.values():
-            if matches(request_path, endpoint.path):
-                break
+        # On every proxied request: the two paths compared inline (matches() is the rule).
+        path = path_of(flow.request.path)
+        endpoint: Endpoint
+        if path == self.status.path:
+            endpoint = self.status
+        elif path == self.metrics.path:
+            endpoint = self.metrics
         else:
             return False
         flow.metadata[ENDPOINT_FLOW] = endpoint.name

@@ -141,7 +141,7 @@ class RedisCounter:
     def add(self, values: Values | None = None, second: int | None = None) -> None:
         """One request, in the series of its label `values` when counted by labels, whose
         headers arrived in the whole Unix `second` (None: in no window)."""
-        self.ledger.add(series=values, second=second)
+        self.ledger.add(1, values, second)
         self._wake_writer()
 
     def add_bytes(self, request: int, response: int) -> None:
@@ -149,14 +149,20 @@ class RedisCounter:
         self.ledger.add_bytes(request, response)
         self._wake_writer()
 
-    def add_response(self, code_class: CodeClass) -> None:
+    def add_response(
+        self, code_class: CodeClass, request_bytes: int = 0, response_bytes: int = 0
+    ) -> None:
+        """A response in `code_class`, and its exchange's body bytes (as `add_bytes`)."""
         self.ledger.add_response(code_class)
+        if request_bytes or response_bytes:
+            self.ledger.add_bytes(request_bytes, response_bytes)
         self._wake_writer()
 
     def _wake_writer(self) -> None:
         """Something new to write: the writer, started if need be (a response or bytes may
         come from a flow counted by the counter this one replaced), writes it."""
-        self._start()
+        if self._task is None:
+            self._start()
         self._wake.set()
 
     def flush(self) -> None:

@@ -2,7 +2,22 @@
 
 from __future__ import annotations
 
+from typing import NamedTuple
+
 from mitmproxy import http
+
+# The protocols whose frames, not the head, delimit a body: an HTTP/2 or 3 request without
+# Content-Length may have a body of unknown length, which carries no Transfer-Encoding either.
+FRAMED = frozenset({b"HTTP/2.0", b"HTTP/3"})
+
+
+class Head(NamedTuple):
+    """What a request's head says of its body, read once per request for every part that
+    asks (proxy.py)."""
+
+    length: bytes | None  # the Content-Length, b"" if repeated
+    transfer_encoding: bool
+    unknown: bool  # HTTP/2 or 3 without Content-Length (unknown_length)
 
 
 def framing(headers: http.Headers) -> tuple[bytes | None, bool]:
@@ -22,7 +37,12 @@ def framing(headers: http.Headers) -> tuple[bytes | None, bool]:
     return length, transfer_encoding
 
 
+def request_head(request: http.Request) -> Head:
+    length, transfer_encoding = framing(request.headers)
+    return Head(length, transfer_encoding, length is None and request.data.http_version in FRAMED)
+
+
 def unknown_length(request: http.Request) -> bool:
     """An HTTP/2 or 3 request without Content-Length: it may have a body of unknown length,
     which, unlike in HTTP/1, carries no Transfer-Encoding either."""
-    return (request.is_http2 or request.is_http3) and framing(request.headers)[0] is None
+    return request_head(request).unknown

@@ -22,7 +22,7 @@ from __future__ import annotations
 
 from mitmproxy import connection, http, tls
 
-from counting_addon.traffic.body_length import unknown_length
+from counting_addon.traffic.body_length import Head, request_head
 
 # Set on the flows that got the header from us, for the `request` hook to take it off again.
 CHUNKED_BY_US = "counting_addon.chunked"
@@ -83,11 +83,12 @@ class FrameUnknownLengthBodies:
     def __init__(self) -> None:
         self.protocols = UpstreamProtocols()
 
-    def requestheaders(self, flow: http.HTTPFlow) -> None:
+    def requestheaders(self, flow: http.HTTPFlow, head: Head | None = None) -> None:
+        """`head`: the request's, if already read (proxy.py)."""
+        if not (request_head(flow.request) if head is None else head).unknown:
+            return
         # HTTP/3 is only ever forwarded over HTTP/3, where frames delimit the body.
         if flow.request.is_http3:
-            return
-        if not unknown_length(flow.request):
             return
         if flow.request.scheme == "http":  # mitmproxy speaks no cleartext HTTP/2 upstream
             chunk(flow)

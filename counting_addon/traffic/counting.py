@@ -218,19 +218,26 @@ class CountRequests:
     # Exactly one of response and error ends each flow (received_class.py). The h2c preface,
     # counted in neither, is killed in the request hook: its error hook finds no class.
     def response(self, flow: http.HTTPFlow) -> None:
-        assert flow.response
-        self._count_response(flow, code_class(flow.response.status_code))
-        self._count_bytes(passed(flow.request, True), passed(flow.response, True))
-        self.in_flight.ended(flow.id)
+        response = flow.response
+        assert response
+        self._ended(
+            flow,
+            code_class(response.status_code),
+            passed(flow.request, True),
+            passed(response, True),
+        )
 
     def error(self, flow: http.HTTPFlow) -> None:
         if REFUSED_FLOW not in flow.metadata:
-            self._count_response(flow, received.on_error(flow))
             # A request's body came whole if mitmproxy stamped its end (just before the request
             # hook); a response's, cut short, counts only what streamed past.
             complete = flow.request.timestamp_end is not None
-            self._count_bytes(passed(flow.request, complete), passed(flow.response, False))
-            self.in_flight.ended(flow.id)
+            self._ended(
+                flow,
+                received.on_error(flow),
+                passed(flow.request, complete),
+                passed(flow.response, False),
+            )
 
     def websocket_message(self, flow: http.HTTPFlow) -> None:
         """A WebSocket message passed: its payload counts as request bytes from the client,
@@ -252,16 +259,29 @@ class CountRequests:
             stats.request_bytes += request
             stats.response_bytes += response
 
-    def _count_response(self, flow: http.HTTPFlow, received: CodeClass | None) -> None:
+    def _ended(
+        self,
+        flow: http.HTTPFlow,
+        received: CodeClass | None,
+        request_bytes: int,
+        response_bytes: int,
+    ) -> None:
+        """A counted flow ended: its response counted in the class the client `received`
+        (None: in none), with the body bytes that passed both ways, in one call to the
+        counter."""
         if received is None:
-            return
-        assert self.counter, "configure() runs before any flow"
-        self.counter.add_response(received)
-        stats = PROCESS.stats
-        stats.responses[received] += 1
-        response = flow.response
-        end = response.timestamp_end if response and response.timestamp_end else time.time()
-        stats.request_duration.observe(end - flow.request.timestamp_start)
+            self._count_bytes(request_bytes, response_bytes)
+        else:
+            assert self.counter, "configure() runs before any flow"
+            self.counter.add_response(received, request_bytes, response_bytes)
+            stats = PROCESS.stats
+            stats.responses[received] += 1
+            stats.request_bytes += request_bytes
+            stats.response_bytes += response_bytes
+            response = flow.response
+            end = response.timestamp_end if response and response.timestamp_end else time.time()
+            stats.request_duration.observe(end - flow.request.timestamp_start)
+        self.in_flight.ended(flow.id)
 
     def done(self) -> Shutdown:
         # Plain def: on a script reload mitmproxy calls done synchronously, and this counter

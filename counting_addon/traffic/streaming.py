@@ -8,7 +8,7 @@ from mitmproxy.net.http.http1 import expected_http_body_size
 
 from counting_addon.options import parse_size, parsed, reported_cleanly
 from counting_addon.traffic.body_bytes import stream_counting
-from counting_addon.traffic.body_length import framing, unknown_length
+from counting_addon.traffic.body_length import Head, framing, request_head
 
 
 class StreamBodies:
@@ -47,20 +47,24 @@ class StreamBodies:
             return False
         return size is None or size < 0 or size > self.threshold
 
-    def requestheaders(self, flow: http.HTTPFlow) -> None:
-        if flow.request.stream is True or unknown_length(flow.request):
+    def requestheaders(self, flow: http.HTTPFlow, head: Head | None = None) -> None:
+        """`head`: the request's, if already read (proxy.py)."""
+        request = flow.request
+        if head is None:
+            head = request_head(request)
+        if request.stream is True or head.unknown:
             # True: mitmproxy's own stream_large_bodies streams it already (its
             # check_body_size runs before this hook): streamed the same, counting its bytes.
             # Unknown length: streamed only if a body does follow (mitmproxy knows, an addon
             # can't yet).
-            stream_counting(flow.request)
+            stream_counting(request)
             return
         # Most requests have no body: skip the full check, which costs more than everything
         # else the addon does per request.
-        if framing(flow.request.headers) == (None, False):
+        if head.length is None and not head.transfer_encoding:
             return
-        if self._should_stream(flow.request, None):
-            stream_counting(flow.request)
+        if self._should_stream(request, None):
+            stream_counting(request)
 
     def responseheaders(self, flow: http.HTTPFlow) -> None:
         assert flow.response

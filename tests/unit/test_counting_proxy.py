@@ -4,12 +4,15 @@ from __future__ import annotations
 
 from typing import Any
 
-import mitmproxy.proxy.layers  # noqa: F401  (defines the flow hooks, filling hooks.all_hooks)
 from mitmproxy import hooks
-from mitmproxy.test import tflow
+from mitmproxy.addons.proxyserver import Proxyserver
+from mitmproxy.proxy import layers, server_hooks  # noqa: F401  (define the hooks: hooks.all_hooks)
+from mitmproxy.test import taddons, tflow
 
 from counting_addon import CountingProxy
+from counting_addon.commands import UNKNOWN
 from counting_addon.endpoints.rules import ENDPOINT_FLOW
+from tests.support.processes import SCRIPT
 
 # The proxy's own parts; the endpoints hand their hooks on to access control themselves.
 PARTS = ("endpoints", "counting", "streaming", "framing", "websocket_history")
@@ -47,3 +50,16 @@ def test_mitmproxy_has_no_child_addon_to_walk() -> None:
     # mitmproxy walks an addon's children on every hook it calls: the commands are the
     # proxy's own methods instead.
     assert not hasattr(CountingProxy(), "addons")
+
+
+def test_the_script_gives_mitmproxy_every_hook_and_command_as_its_own_names() -> None:
+    # One level less for mitmproxy to walk on every hook call (proxy.script_names).
+    with taddons.context(Proxyserver()) as tctx:
+        module = tctx.script(str(SCRIPT))
+        assert module is not None and not hasattr(module, "addons")
+        assert hooks_of(CountingProxy()) <= hooks_of(module)
+        commands = tctx.master.commands
+        assert {"counter.get", "counter.reset", "counter.flush", "counter.top"} <= set(
+            commands.commands
+        )
+        assert commands.call("counter.get") == UNKNOWN
