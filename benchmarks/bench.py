@@ -502,14 +502,28 @@ class Bench:
         pairs: int,
         into: str,
         runs_into: str | None = None,
+        restart_every: int = 0,
     ) -> None:
         """bare against each other variant of the group (bare first, then the control: a second
         bare), back to back, `pairs` times under one `setting` of the `load`: the machine's
         drift cancels out of each pair's ratio. The ratios go to results[into], each run's own
-        figures to results[runs_into] if given."""
+        figures to results[runs_into] if given.
+
+        `restart_every` K > 0: every process of the group is started afresh every K pairs and
+        warmed up with one unmeasured run of the load. A process keeps for its whole life what
+        chance gave it at start (its hash seed, hence the layout of every dict and set, and
+        where its code and heap lie in memory), which made two identical bare mitmdumps read
+        0.92 to 1.09 of each other from one run of this bench to the next: fresh processes
+        spread that chance over the pairs, so that their median measures the variants and not
+        the luck of their processes."""
         bare, *others = group
         label = " ".join(f"{k}={v}" for k, v in setting.items())
         for i in range(pairs):
+            if restart_every and i and i % restart_every == 0:
+                for v in group:
+                    v.stop()
+                    v.start(self.workdir)
+                    load(v)
             for other in others:
                 measured: dict[str, tuple[LoadResult, float]] = {}
                 for v in (bare, other) if i % 2 == 0 else (other, bare):
@@ -552,7 +566,14 @@ class Bench:
             def load(v: Variant, connections: int = connections) -> LoadResult:
                 return wrk(f"{v.url}/", connections, self.args.pair_seconds)
 
-            self.pair_up({"connections": connections}, group, load, self.args.pairs, "pairs")
+            self.pair_up(
+                {"connections": connections},
+                group,
+                load,
+                self.args.pairs,
+                "pairs",
+                restart_every=self.args.restart_every,
+            )
 
     def h2_phase(self) -> None:
         """HTTP/2 over TLS with h2load, paired like the HTTP/1.1 runs, toward the HTTP/1.1
@@ -724,6 +745,12 @@ def main() -> None:
     parser.add_argument("--seconds", type=int, default=3, help="seconds per wrk run")
     parser.add_argument("--pairs", type=int, default=10, help="bare/counting_addon pairs; 0 skips")
     parser.add_argument("--pair-seconds", type=int, default=2, help="seconds per paired wrk run")
+    parser.add_argument(
+        "--restart-every",
+        type=int,
+        default=0,
+        help="start the paired runs' proxies afresh every this many pairs (HTTP/1.1); 0: never",
+    )
     parser.add_argument("--connections", type=int, nargs="+", default=[16, 64])
     parser.add_argument("--transfer-bytes", type=int, default=GIB, help="0 skips transfers")
     parser.add_argument("--transfer-rounds", type=int, default=2)

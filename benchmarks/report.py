@@ -10,6 +10,18 @@ from typing import Any
 Results = dict[str, Any]
 
 
+def restarts(args: dict[str, str]) -> str:
+    """What the report says of the paired runs' fresh processes (bench.py, --restart-every)."""
+    every = int(args.get("restart_every", "0"))
+    if not every:
+        return " The same processes ran every pair."
+    return (
+        f" Every {every} pairs all four processes were started afresh (and warmed up "
+        "unmeasured), so that what chance gives a process at start (its hash seed, where its "
+        "code and heap lie) is spread over the pairs."
+    )
+
+
 def medians(rows: list[dict[str, Any]], keys: tuple[str, ...]) -> dict[tuple[Any, ...], Any]:
     """Median of every numeric field, per combination of `keys`."""
     groups: dict[tuple[Any, ...], list[dict[str, Any]]] = defaultdict(list)
@@ -167,7 +179,8 @@ def write_report(results: Results, out: Path) -> None:
             "alternating), and so did bare and a second bare mitmdump (the control: how far "
             "apart two identical proxies measure here). Each pair gives a ratio, variant / "
             "bare; the table shows their median and, in brackets, the middle half of them. "
-            "Two runs seconds apart see the same machine, so this is the steadier comparison.",
+            "Two runs seconds apart see the same machine, so this is the steadier comparison."
+            + restarts(meta["args"]),
             "",
             "| variant | conns | req/s | p50 latency | p99 latency | CPU per request |",
             "| --- | --- | --- | --- | --- | --- |",
