@@ -111,8 +111,8 @@ def script_names(proxy: CountingProxy) -> dict[str, Callable[..., object]]:
     On every hook call it makes, mitmproxy looks for the hook on a script's module, then walks
     down to each addon in the module's `addons` list (addonmanager.traverse): the 8 hook calls
     of every request (4 hooks, each followed by `update`) each go one level less deep when the
-    hooks are the module's own. That is 0.4% of bare mitmdump's instructions per request, a third of
-    what the addon's hooks cost in all (benchmarks/instructions.sh).
+    hooks are the module's own: about 0.4% of bare mitmdump's instructions per request
+    (docs/benchmarks/instructions.md, 2026-12-07).
     """
     return {
         name: getattr(proxy, name)
