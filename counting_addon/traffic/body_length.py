@@ -45,4 +45,5 @@ def request_head(request: http.Request) -> Head:
 def unknown_length(request: http.Request) -> bool:
     """An HTTP/2 or 3 request without Content-Length: it may have a body of unknown length,
     which, unlike in HTTP/1, carries no Transfer-Encoding either."""
-    return request_head(request).unknown
+    # HTTP/1 first: its head is not read at all.
+    return request.data.http_version in FRAMED and request_head(request).unknown
